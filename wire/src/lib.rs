@@ -1,0 +1,9 @@
+//! mailferry-wire: placeholder, see the modules.
+pub mod dot;
+pub mod framer;
+pub mod pop3;
+pub mod smtp;
+pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
+pub mod types;
