@@ -4,6 +4,5 @@ pub mod framer;
 pub mod pop3;
 pub mod smtp;
 pub mod testing;
-#[cfg(feature = "tls")]
 pub mod tls;
 pub mod types;
