@@ -1,1 +1,1326 @@
-//! types (in progress)
+//! Validated mail types: values that cannot carry CR, LF, NUL or exceed their RFC limits.
+//!
+//! Every type here follows the same contract: `TryFrom<&str>` validates, `as_str()` reads and
+//! `Display` writes the wire form. Anything a caller passes into a command goes through one of
+//! these types, so a CR/LF/NUL injection into an SMTP command is unrepresentable.
+//!
+//! | Type | Grammar | Limit |
+//! |------|---------|-------|
+//! | [`Domain`] | RFC 5321 §4.1.2 `Domain / address-literal`, RFC 6531 U-labels | 255 octets, labels 63 |
+//! | [`LocalPart`] | RFC 5321 §4.1.2 `Dot-string / Quoted-string` | 64 octets (wire form) |
+//! | [`Mailbox`] | `Local-part "@" ( Domain / address-literal )` | 254 octets |
+//! | [`ReversePath`] | `"<>" / Path` | |
+//! | [`ForwardPath`] | `"<Postmaster>" / Path` | |
+//! | [`EsmtpKeyword`] | `(ALPHA / DIGIT) *(ALPHA / DIGIT / "-")` | 64 octets |
+//! | [`EsmtpValue`] | `1*(%d33-60 / %d62-126)`, RFC 6531 adds UTF-8 | 510 octets |
+//! | [`SmtpText`] | a free-text argument (VRFY, EXPN, HELP, NOOP) | 510 octets |
+//! | [`SaslMechanism`] | RFC 4422 §3.1 `1*20(UPPER-ALPHA / DIGIT / "-" / "_")` | 20 octets |
+//! | [`AuthInitialResponse`] | RFC 4954 §4 `base64 / "="` | 12,288 octets |
+//!
+//! ## Internationalised addresses
+//!
+//! The types accept non-ASCII UTF-8 (RFC 6531 U-labels in domains, UTF-8 in local parts and
+//! ESMTP values) but never control characters. They cannot know whether the peer announced
+//! SMTPUTF8, so each exposes `requires_smtputf8()`: a client must not send such a value to a
+//! server that did not offer SMTPUTF8, and a server should refuse it unless the client asked
+//! for SMTPUTF8 on MAIL. IDNA conversion (U-label to A-label) is deliberately not done here.
+//!
+//! Comparison is byte-wise on the canonical wire form; domains are case-insensitive in SMTP,
+//! use [`Domain::eq_ignore_ascii_case`] where that matters.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Maximum length of a [`Domain`] in octets (RFC 5321 §4.5.3.1.2).
+pub const MAX_DOMAIN_LEN: usize = 255;
+/// Maximum length of one domain label in octets (RFC 1035 §2.3.4).
+pub const MAX_LABEL_LEN: usize = 63;
+/// Maximum length of a local part in octets, wire form (RFC 5321 §4.5.3.1.1).
+pub const MAX_LOCAL_PART_LEN: usize = 64;
+/// Maximum length of a mailbox `local@domain` in octets: a path is at most 256 octets including
+/// the angle brackets (RFC 5321 §4.5.3.1.3).
+pub const MAX_MAILBOX_LEN: usize = 254;
+/// Maximum length of an ESMTP keyword; RFC 5321 sets none, this bounds hostile input.
+pub const MAX_ESMTP_KEYWORD_LEN: usize = 64;
+/// Maximum length of an ESMTP value or free-text argument: what fits in a 512-octet command line.
+pub const MAX_ESMTP_VALUE_LEN: usize = 510;
+/// Maximum length of a SASL mechanism name (RFC 4422 §3.1).
+pub const MAX_SASL_MECHANISM_LEN: usize = 20;
+/// Maximum length of an AUTH command line (RFC 4954 §4), which bounds an initial response.
+pub const MAX_AUTH_LINE_LEN: usize = 12_288;
+
+/// Why a [`Domain`] was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DomainError {
+    /// The domain is empty.
+    #[error("empty domain")]
+    Empty,
+    /// The domain is longer than 255 octets.
+    #[error("domain is {len} octets, more than 255")]
+    TooLong {
+        /// Length of the rejected domain.
+        len: usize,
+    },
+    /// A label is empty (leading, trailing or doubled dot).
+    #[error("empty domain label")]
+    EmptyLabel,
+    /// A label is longer than 63 octets.
+    #[error("domain label is {len} octets, more than 63")]
+    LabelTooLong {
+        /// Length of the rejected label.
+        len: usize,
+    },
+    /// A label starts or ends with a hyphen.
+    #[error("domain label starts or ends with '-'")]
+    HyphenAtLabelEdge,
+    /// A character not allowed in a domain (control characters, space, punctuation).
+    #[error("invalid character {0:?} in domain")]
+    InvalidCharacter(char),
+    /// A `[...]` address literal that is not IPv4, `IPv6:...` or a general literal.
+    #[error("invalid address literal")]
+    InvalidAddressLiteral,
+}
+
+/// A domain or address literal as it appears in SMTP (RFC 5321 §4.1.2, §4.1.3).
+///
+/// ```text
+/// Domain         = sub-domain *("." sub-domain)
+/// sub-domain     = Let-dig [Ldh-str]          ; RFC 6531 adds =/ U-label
+/// address-literal  = "[" ( IPv4-address-literal / IPv6-address-literal /
+///                          General-address-literal ) "]"
+/// ```
+///
+/// U-labels (non-ASCII UTF-8, RFC 6531) are accepted: see [`Domain::requires_smtputf8`].
+/// The value is kept as written (case preserved).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Domain(String);
+
+fn is_ldh_label(label: &str) -> Result<(), DomainError> {
+    if label.is_empty() {
+        return Err(DomainError::EmptyLabel);
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(DomainError::LabelTooLong { len: label.len() });
+    }
+    for c in label.chars() {
+        let ok = c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && !c.is_control());
+        // Non-ASCII whitespace would make the label ambiguous in logs and headers.
+        if !ok || c.is_whitespace() {
+            return Err(DomainError::InvalidCharacter(c));
+        }
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(DomainError::HyphenAtLabelEdge);
+    }
+    Ok(())
+}
+
+fn validate_address_literal(s: &str) -> Result<(), DomainError> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or(DomainError::InvalidAddressLiteral)?;
+    if let Some(c) = inner.chars().find(|c| c.is_control() || *c == ' ') {
+        return Err(DomainError::InvalidCharacter(c));
+    }
+    if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
+        return inner[5..]
+            .parse::<Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| DomainError::InvalidAddressLiteral);
+    }
+    if let Some((tag, content)) = inner.split_once(':') {
+        // General-address-literal = Standardized-tag ":" 1*dcontent
+        let tag_ok = !tag.is_empty()
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !tag.ends_with('-')
+            && !tag.starts_with('-');
+        let content_ok =
+            !content.is_empty() && content.bytes().all(|b| matches!(b, 33..=90 | 94..=126));
+        return if tag_ok && content_ok {
+            Ok(())
+        } else {
+            Err(DomainError::InvalidAddressLiteral)
+        };
+    }
+    inner
+        .parse::<Ipv4Addr>()
+        .map(|_| ())
+        .map_err(|_| DomainError::InvalidAddressLiteral)
+}
+
+pub(crate) fn validate_domain(s: &str) -> Result<(), DomainError> {
+    if s.is_empty() {
+        return Err(DomainError::Empty);
+    }
+    if s.len() > MAX_DOMAIN_LEN {
+        return Err(DomainError::TooLong { len: s.len() });
+    }
+    if s.starts_with('[') {
+        return validate_address_literal(s);
+    }
+    // Fast path: the common all-ASCII LDH domain is checked byte-wise in one pass.
+    let bytes = s.as_bytes();
+    let mut label_start = 0;
+    let mut ascii = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'.' => {
+                check_ascii_label(&bytes[label_start..i])?;
+                label_start = i + 1;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => {}
+            0x80.. => ascii = false,
+            _ => return Err(DomainError::InvalidCharacter(char::from(b))),
+        }
+    }
+    if ascii {
+        check_ascii_label(&bytes[label_start..])
+    } else {
+        s.split('.').try_for_each(is_ldh_label)
+    }
+}
+
+fn check_ascii_label(label: &[u8]) -> Result<(), DomainError> {
+    match label {
+        [] => Err(DomainError::EmptyLabel),
+        l if l.len() > MAX_LABEL_LEN => Err(DomainError::LabelTooLong { len: l.len() }),
+        [b'-', ..] | [.., b'-'] => Err(DomainError::HyphenAtLabelEdge),
+        // Non-ASCII labels are validated afterwards by `is_ldh_label`.
+        _ => Ok(()),
+    }
+}
+
+impl Domain {
+    /// The domain as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True for an address literal such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
+    pub fn is_address_literal(&self) -> bool {
+        self.0.starts_with('[')
+    }
+
+    /// True when the domain has non-ASCII U-labels, which need SMTPUTF8 (RFC 6531).
+    pub fn requires_smtputf8(&self) -> bool {
+        !self.0.is_ascii()
+    }
+
+    /// Case-insensitive comparison, as SMTP compares domains (RFC 5321 §2.4).
+    pub fn eq_ignore_ascii_case(&self, other: &Domain) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl TryFrom<&str> for Domain {
+    type Error = DomainError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        validate_domain(s)?;
+        Ok(Domain(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a [`LocalPart`], [`Mailbox`] or path was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddressError {
+    /// The local part is empty (`""` is grammatical but never a real mailbox).
+    #[error("empty local part")]
+    EmptyLocalPart,
+    /// The local part is longer than 64 octets in wire form.
+    #[error("local part is {len} octets, more than 64")]
+    LocalPartTooLong {
+        /// Wire length of the rejected local part.
+        len: usize,
+    },
+    /// A character that cannot appear in a local part even quoted (controls, CR, LF, NUL).
+    #[error("invalid character {0:?} in local part")]
+    InvalidLocalPartCharacter(char),
+    /// A local part that is neither a dot-string nor a well-formed quoted string.
+    #[error("malformed local part")]
+    MalformedLocalPart,
+    /// The mailbox has no `@` separating local part and domain.
+    #[error("missing '@' in mailbox")]
+    MissingAt,
+    /// The domain part is invalid.
+    #[error("invalid domain: {0}")]
+    Domain(#[from] DomainError),
+    /// The mailbox is longer than 254 octets.
+    #[error("mailbox is {len} octets, more than 254")]
+    MailboxTooLong {
+        /// Length of the rejected mailbox.
+        len: usize,
+    },
+    /// A path is not enclosed in `<` and `>`.
+    #[error("path not enclosed in angle brackets")]
+    MissingAngleBrackets,
+    /// A source route (`@a,@b:`) is malformed.
+    #[error("malformed source route")]
+    MalformedSourceRoute,
+    /// A null path `<>` where a mailbox is required.
+    #[error("null path where a mailbox is required")]
+    NullPath,
+}
+
+fn is_atext(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+        || "!#$%&'*+-/=?^_`{|}~".contains(c)
+        || (!c.is_ascii() && !c.is_control())
+}
+
+fn is_atext_byte(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'='
+        | b'?' | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~' | 0x80..)
+}
+
+/// True when `s` is a valid Dot-string: `Atom *("." Atom)`.
+fn is_dot_string(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b[0] == b'.' || b[b.len() - 1] == b'.' {
+        return false;
+    }
+    let mut prev_dot = false;
+    for &c in b {
+        if c == b'.' {
+            if prev_dot {
+                return false;
+            }
+            prev_dot = true;
+        } else if is_atext_byte(c) {
+            prev_dot = false;
+        } else {
+            return false;
+        }
+    }
+    // Multi-byte sequences were accepted byte-wise; reject non-ASCII controls and spaces.
+    s.is_ascii()
+        || s.chars()
+            .all(|c| c.is_ascii() || is_atext(c) && !c.is_whitespace())
+}
+
+fn quoted_len(value: &str) -> usize {
+    2 + value.len() + value.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+}
+
+fn write_quoted(value: &str, out: &mut String) {
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// A local part (RFC 5321 §4.1.2), stored as its value: `"john doe"` is kept as `john doe`.
+///
+/// ```text
+/// Local-part     = Dot-string / Quoted-string
+/// Dot-string     = Atom *("."  Atom)
+/// Quoted-string  = DQUOTE *QcontentSMTP DQUOTE
+/// QcontentSMTP   = qtextSMTP / quoted-pairSMTP   ; printable ASCII, RFC 6531 adds UTF-8
+/// ```
+///
+/// `TryFrom<&str>` takes the value (unquoted); [`LocalPart::parse_wire`] takes the wire form.
+/// `Display` writes the wire form, quoting only when the value is not a Dot-string. The 64-octet
+/// limit applies to the wire form. The percent hack (`user%host`) and bang paths (`host!user`)
+/// are ordinary Dot-strings here: refusing to relay them is the server's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalPart(String);
+
+fn validate_local_value(value: &str) -> Result<bool, AddressError> {
+    if value.is_empty() {
+        return Err(AddressError::EmptyLocalPart);
+    }
+    if is_dot_string(value) {
+        if value.len() > MAX_LOCAL_PART_LEN {
+            return Err(AddressError::LocalPartTooLong { len: value.len() });
+        }
+        return Ok(false);
+    }
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(AddressError::InvalidLocalPartCharacter(c));
+    }
+    let len = quoted_len(value);
+    if len > MAX_LOCAL_PART_LEN {
+        return Err(AddressError::LocalPartTooLong { len });
+    }
+    Ok(true)
+}
+
+/// Decodes a Quoted-string (with the quotes) into its value.
+fn unquote(wire: &str) -> Result<String, AddressError> {
+    let inner = wire
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .ok_or(AddressError::MalformedLocalPart)?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e) if !e.is_control() => out.push(e),
+                Some(e) => return Err(AddressError::InvalidLocalPartCharacter(e)),
+                None => return Err(AddressError::MalformedLocalPart),
+            },
+            '"' => return Err(AddressError::MalformedLocalPart),
+            c if c.is_control() => return Err(AddressError::InvalidLocalPartCharacter(c)),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+impl LocalPart {
+    /// Parses the wire form: a Dot-string, or a Quoted-string with its quotes.
+    pub fn parse_wire(wire: &str) -> Result<Self, AddressError> {
+        if wire.starts_with('"') {
+            let value = unquote(wire)?;
+            validate_local_value(&value)?;
+            Ok(LocalPart(value))
+        } else if is_dot_string(wire) {
+            validate_local_value(wire)?;
+            Ok(LocalPart(wire.to_owned()))
+        } else {
+            match wire.chars().find(|c| c.is_control()) {
+                Some(c) => Err(AddressError::InvalidLocalPartCharacter(c)),
+                None if wire.is_empty() => Err(AddressError::EmptyLocalPart),
+                None => Err(AddressError::MalformedLocalPart),
+            }
+        }
+    }
+
+    /// The value, unquoted.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when the wire form must be a Quoted-string (the value is not a Dot-string).
+    pub fn needs_quoting(&self) -> bool {
+        !is_dot_string(&self.0)
+    }
+
+    /// True when the value has non-ASCII characters, which need SMTPUTF8 (RFC 6531).
+    pub fn requires_smtputf8(&self) -> bool {
+        !self.0.is_ascii()
+    }
+
+    fn write_wire(&self, out: &mut String) {
+        if self.needs_quoting() {
+            write_quoted(&self.0, out);
+        } else {
+            out.push_str(&self.0);
+        }
+    }
+}
+
+impl TryFrom<&str> for LocalPart {
+    type Error = AddressError;
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        validate_local_value(value)?;
+        Ok(LocalPart(value.to_owned()))
+    }
+}
+
+impl fmt::Display for LocalPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.needs_quoting() {
+            let mut s = String::with_capacity(quoted_len(&self.0));
+            write_quoted(&self.0, &mut s);
+            f.write_str(&s)
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+/// A mailbox `local@domain` (RFC 5321 §4.1.2), stored in canonical wire form.
+///
+/// ```text
+/// Mailbox        = Local-part "@" ( Domain / address-literal )
+/// ```
+///
+/// `TryFrom<&str>` parses the wire form (a quoted local part may contain `@`). The canonical form
+/// quotes the local part only when needed, so `"john"@example.org` becomes `john@example.org`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mailbox {
+    wire: String,
+    /// Index of the `@` that separates local part and domain.
+    at: usize,
+}
+
+impl Mailbox {
+    /// Joins a local part and a domain; fails if the result exceeds 254 octets.
+    pub fn new(local: &LocalPart, domain: &Domain) -> Result<Self, AddressError> {
+        let mut wire = String::with_capacity(local.0.len() + domain.0.len() + 3);
+        local.write_wire(&mut wire);
+        let at = wire.len();
+        wire.push('@');
+        wire.push_str(&domain.0);
+        if wire.len() > MAX_MAILBOX_LEN {
+            return Err(AddressError::MailboxTooLong { len: wire.len() });
+        }
+        Ok(Mailbox { wire, at })
+    }
+
+    /// The canonical wire form `local@domain`.
+    pub fn as_str(&self) -> &str {
+        &self.wire
+    }
+
+    /// The local part in wire form (quoted if needed).
+    pub fn local_part_wire(&self) -> &str {
+        &self.wire[..self.at]
+    }
+
+    /// The local part as a value (unquoted). Allocates.
+    pub fn local_part(&self) -> LocalPart {
+        let w = self.local_part_wire();
+        // Invariant: the wire form was validated on construction, so unquoting cannot fail.
+        let value = if w.starts_with('"') {
+            unquote(w).unwrap_or_default()
+        } else {
+            w.to_owned()
+        };
+        LocalPart(value)
+    }
+
+    /// The domain part as written.
+    pub fn domain_str(&self) -> &str {
+        &self.wire[self.at + 1..]
+    }
+
+    /// The domain part. Allocates.
+    pub fn domain(&self) -> Domain {
+        Domain(self.domain_str().to_owned())
+    }
+
+    /// True when local part or domain is non-ASCII, which needs SMTPUTF8 (RFC 6531).
+    pub fn requires_smtputf8(&self) -> bool {
+        !self.wire.is_ascii()
+    }
+
+    /// Parses a mailbox from the start of `s`, returning it and the rest after it.
+    ///
+    /// The mailbox ends at the first byte that cannot continue the domain (`>`, SP, ...).
+    pub(crate) fn parse_prefix(s: &str) -> Result<(Mailbox, &str), AddressError> {
+        let b = s.as_bytes();
+        // Local part: a Quoted-string runs to its closing quote, a Dot-string to the '@'.
+        let local_end = if b.first() == Some(&b'"') {
+            let mut i = 1;
+            loop {
+                match b.get(i) {
+                    Some(b'\\') => i += 2,
+                    Some(b'"') => break i + 1,
+                    Some(_) => i += 1,
+                    None => return Err(AddressError::MalformedLocalPart),
+                }
+            }
+        } else {
+            match memchr::memchr3(b'@', b'>', b' ', b) {
+                Some(i) if b[i] == b'@' => i,
+                _ => {
+                    if let Some(c) = s.chars().find(|c| c.is_control()) {
+                        return Err(AddressError::InvalidLocalPartCharacter(c));
+                    }
+                    return Err(AddressError::MissingAt);
+                }
+            }
+        };
+        if b.get(local_end) != Some(&b'@') {
+            return Err(AddressError::MissingAt);
+        }
+        let local_wire = &s[..local_end];
+        let rest = &s[local_end + 1..];
+        let dom_end = if rest.starts_with('[') {
+            rest.find(']').map_or(rest.len(), |i| i + 1)
+        } else {
+            rest.bytes()
+                .position(|c| !(c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c >= 0x80))
+                .unwrap_or(rest.len())
+        };
+        let domain = &rest[..dom_end];
+        if let Some(c) = domain.chars().find(|c| c.is_control()) {
+            return Err(AddressError::Domain(DomainError::InvalidCharacter(c)));
+        }
+        validate_domain(domain)?;
+        let mailbox = if local_wire.starts_with('"') {
+            let local = LocalPart::parse_wire(local_wire)?;
+            Mailbox::new(&local, &Domain(domain.to_owned()))?
+        } else {
+            if !is_dot_string(local_wire) {
+                return Err(match local_wire.chars().find(|c| c.is_control()) {
+                    Some(c) => AddressError::InvalidLocalPartCharacter(c),
+                    None if local_wire.is_empty() => AddressError::EmptyLocalPart,
+                    None => AddressError::MalformedLocalPart,
+                });
+            }
+            if local_wire.len() > MAX_LOCAL_PART_LEN {
+                return Err(AddressError::LocalPartTooLong {
+                    len: local_wire.len(),
+                });
+            }
+            let len = local_end + 1 + dom_end;
+            if len > MAX_MAILBOX_LEN {
+                return Err(AddressError::MailboxTooLong { len });
+            }
+            Mailbox {
+                wire: s[..len].to_owned(),
+                at: local_end,
+            }
+        };
+        Ok((mailbox, &rest[dom_end..]))
+    }
+}
+
+impl TryFrom<&str> for Mailbox {
+    type Error = AddressError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        let (m, rest) = Mailbox::parse_prefix(s)?;
+        match rest.chars().next() {
+            None => Ok(m),
+            Some(c) => Err(AddressError::Domain(DomainError::InvalidCharacter(c))),
+        }
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.wire)
+    }
+}
+
+/// Parses `"<" [ A-d-l ":" ] Mailbox ">"` from the start of `s` (RFC 5321 §4.1.2).
+///
+/// A source route (`@a,@b:`) is accepted, as RFC 5321 §4.1.2 requires, and dropped.
+/// `Ok(None)` is the null path `<>`. Returns the rest after `>`.
+pub(crate) fn parse_path_prefix(s: &str) -> Result<(Option<Mailbox>, &str), AddressError> {
+    let Some(mut inner) = s.strip_prefix('<') else {
+        return Err(AddressError::MissingAngleBrackets);
+    };
+    if let Some(rest) = inner.strip_prefix('>') {
+        return Ok((None, rest));
+    }
+    if inner.starts_with('@') {
+        // A-d-l = At-domain *( "," At-domain ) ; At-domain = "@" Domain
+        let colon = inner.find(':').ok_or(AddressError::MalformedSourceRoute)?;
+        let route = &inner[..colon];
+        for hop in route.split(',') {
+            let d = hop
+                .strip_prefix('@')
+                .ok_or(AddressError::MalformedSourceRoute)?;
+            validate_domain(d).map_err(|_| AddressError::MalformedSourceRoute)?;
+        }
+        inner = &inner[colon + 1..];
+    }
+    let (mailbox, rest) = Mailbox::parse_prefix(inner)?;
+    let rest = rest
+        .strip_prefix('>')
+        .ok_or(AddressError::MissingAngleBrackets)?;
+    Ok((Some(mailbox), rest))
+}
+
+/// The MAIL FROM argument: the null path `<>` or a mailbox (RFC 5321 §4.1.2).
+///
+/// ```text
+/// Reverse-path   = Path / "<>"
+/// Path           = "<" [ A-d-l ":" ] Mailbox ">"
+/// ```
+///
+/// `TryFrom<&str>` takes the bracketed form; a source route is accepted and dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReversePath {
+    /// `<>`: bounces and other messages that must not be answered.
+    Null,
+    /// A sender mailbox.
+    Mailbox(Mailbox),
+}
+
+impl ReversePath {
+    /// The address without brackets; empty for the null path.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReversePath::Null => "",
+            ReversePath::Mailbox(m) => m.as_str(),
+        }
+    }
+
+    /// The mailbox, if not null.
+    pub fn mailbox(&self) -> Option<&Mailbox> {
+        match self {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m),
+        }
+    }
+
+    /// True when the mailbox is non-ASCII.
+    pub fn requires_smtputf8(&self) -> bool {
+        self.mailbox().is_some_and(Mailbox::requires_smtputf8)
+    }
+}
+
+impl TryFrom<&str> for ReversePath {
+    type Error = AddressError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        let (m, rest) = parse_path_prefix(s)?;
+        if !rest.is_empty() {
+            return Err(AddressError::MissingAngleBrackets);
+        }
+        Ok(m.map_or(ReversePath::Null, ReversePath::Mailbox))
+    }
+}
+
+impl From<Mailbox> for ReversePath {
+    fn from(m: Mailbox) -> Self {
+        ReversePath::Mailbox(m)
+    }
+}
+
+impl fmt::Display for ReversePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.as_str())
+    }
+}
+
+/// The RCPT TO argument: a mailbox or the special `<Postmaster>` (RFC 5321 §4.1.1.3).
+///
+/// ```text
+/// Forward-path   = Path
+/// Rcpt-parameter = "<Postmaster@" Domain ">" / "<Postmaster>" / Forward-path
+/// ```
+///
+/// `<Postmaster>` is matched case-insensitively; `<Postmaster@domain>` is an ordinary mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ForwardPath {
+    /// `<Postmaster>` without a domain: the server's own postmaster.
+    Postmaster,
+    /// A recipient mailbox.
+    Mailbox(Mailbox),
+}
+
+impl ForwardPath {
+    /// The address without brackets (`Postmaster` for the bare postmaster).
+    pub fn as_str(&self) -> &str {
+        match self {
+            ForwardPath::Postmaster => "Postmaster",
+            ForwardPath::Mailbox(m) => m.as_str(),
+        }
+    }
+
+    /// True when the mailbox is non-ASCII.
+    pub fn requires_smtputf8(&self) -> bool {
+        matches!(self, ForwardPath::Mailbox(m) if m.requires_smtputf8())
+    }
+
+    pub(crate) fn parse_prefix(s: &str) -> Result<(ForwardPath, &str), AddressError> {
+        if s.len() >= 12 && s[..12].eq_ignore_ascii_case("<Postmaster>") {
+            return Ok((ForwardPath::Postmaster, &s[12..]));
+        }
+        match parse_path_prefix(s)? {
+            (Some(m), rest) => Ok((ForwardPath::Mailbox(m), rest)),
+            (None, _) => Err(AddressError::NullPath),
+        }
+    }
+}
+
+impl TryFrom<&str> for ForwardPath {
+    type Error = AddressError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        let (p, rest) = ForwardPath::parse_prefix(s)?;
+        if !rest.is_empty() {
+            return Err(AddressError::MissingAngleBrackets);
+        }
+        Ok(p)
+    }
+}
+
+impl From<Mailbox> for ForwardPath {
+    fn from(m: Mailbox) -> Self {
+        ForwardPath::Mailbox(m)
+    }
+}
+
+impl fmt::Display for ForwardPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}>", self.as_str())
+    }
+}
+
+/// Why an ESMTP keyword, ESMTP value, text argument or SASL item was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The value is empty.
+    #[error("empty value")]
+    Empty,
+    /// The value is longer than its limit.
+    #[error("value is {len} octets, more than {max}")]
+    TooLong {
+        /// Length of the rejected value.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A character not allowed here (CR, LF, NUL and other controls never are).
+    #[error("invalid character {0:?}")]
+    InvalidCharacter(char),
+    /// Base64 with a misplaced `=` or a length that is not a multiple of 4.
+    #[error("malformed base64")]
+    MalformedBase64,
+}
+
+fn check_len(s: &str, max: usize) -> Result<(), TokenError> {
+    if s.is_empty() {
+        return Err(TokenError::Empty);
+    }
+    if s.len() > max {
+        return Err(TokenError::TooLong { len: s.len(), max });
+    }
+    Ok(())
+}
+
+fn first_bad(s: &str, ok: impl Fn(char) -> bool) -> Result<(), TokenError> {
+    match s.chars().find(|&c| !ok(c)) {
+        Some(c) => Err(TokenError::InvalidCharacter(c)),
+        None => Ok(()),
+    }
+}
+
+macro_rules! string_newtype_common {
+    ($t:ident) => {
+        impl $t {
+            /// The value as written.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl TryFrom<&str> for $t {
+            type Error = TokenError;
+            fn try_from(s: &str) -> Result<Self, Self::Error> {
+                Self::validate(s)?;
+                Ok($t(s.to_owned()))
+            }
+        }
+    };
+}
+
+/// An ESMTP parameter or EHLO keyword (RFC 5321 §4.1.2), case preserved.
+///
+/// ```text
+/// esmtp-keyword  = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EsmtpKeyword(String);
+
+impl EsmtpKeyword {
+    pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
+        check_len(s, MAX_ESMTP_KEYWORD_LEN)?;
+        if let Some(c) = s.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
+            return Err(TokenError::InvalidCharacter(c));
+        }
+        first_bad(s, |c| c.is_ascii_alphanumeric() || c == '-')
+    }
+
+    /// Case-insensitive comparison with a keyword name (keywords are case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.0.eq_ignore_ascii_case(name)
+    }
+}
+string_newtype_common!(EsmtpKeyword);
+
+/// An ESMTP parameter value (RFC 5321 §4.1.2; RFC 6531 §3.3 adds UTF-8).
+///
+/// ```text
+/// esmtp-value    = 1*(%d33-60 / %d62-126)   ; any CHAR excluding "=", SP, and controls
+/// esmtp-value    =/ UTF8-non-ascii           ; RFC 6531, needs SMTPUTF8
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EsmtpValue(String);
+
+impl EsmtpValue {
+    pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
+        check_len(s, MAX_ESMTP_VALUE_LEN)?;
+        if s.bytes().all(|b| matches!(b, 33..=60 | 62..=126)) {
+            return Ok(());
+        }
+        first_bad(s, |c| {
+            matches!(c as u32, 33..=60 | 62..=126)
+                || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+        })
+    }
+
+    /// True when the value is non-ASCII, which needs SMTPUTF8 (RFC 6531).
+    pub fn requires_smtputf8(&self) -> bool {
+        !self.0.is_ascii()
+    }
+}
+string_newtype_common!(EsmtpValue);
+
+/// A free-text command argument (VRFY, EXPN, HELP, NOOP), 1 to 510 octets of printable text.
+///
+/// RFC 5321 §4.1.1 gives these `String` (Atom or Quoted-string) arguments; how to interpret them
+/// is the server's business, so any printable text without control characters is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SmtpText(String);
+
+impl SmtpText {
+    pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
+        check_len(s, MAX_ESMTP_VALUE_LEN)?;
+        first_bad(s, |c| !c.is_control())
+    }
+}
+string_newtype_common!(SmtpText);
+
+/// A SASL mechanism name (RFC 4422 §3.1), stored in upper case.
+///
+/// ```text
+/// sasl-mech    = 1*20mech-char
+/// mech-char    = UPPER-ALPHA / DIGIT / HYPHEN / UNDERSCORE
+/// ```
+///
+/// `TryFrom<&str>` accepts lower case too (SMTP commands are case-insensitive) and upper-cases.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaslMechanism(String);
+
+impl SaslMechanism {
+    pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
+        check_len(s, MAX_SASL_MECHANISM_LEN)?;
+        first_bad(s, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }
+
+    /// The mechanism name, upper case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for SaslMechanism {
+    type Error = TokenError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Self::validate(s)?;
+        Ok(SaslMechanism(s.to_ascii_uppercase()))
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An AUTH initial response or SASL continuation (RFC 4954 §4): base64, or `=` for empty.
+///
+/// The base64 is validated (alphabet, length a multiple of 4, `=` only as trailing padding) but
+/// not decoded; `*` (cancel) is not an initial response and is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthInitialResponse(String);
+
+impl AuthInitialResponse {
+    pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
+        check_len(s, MAX_AUTH_LINE_LEN)?;
+        if s == "=" {
+            return Ok(());
+        }
+        first_bad(s, |c| {
+            c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '='
+        })?;
+        let b = s.as_bytes();
+        if !b.len().is_multiple_of(4) {
+            return Err(TokenError::MalformedBase64);
+        }
+        let pad = b.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || b[..b.len() - pad].contains(&b'=') {
+            return Err(TokenError::MalformedBase64);
+        }
+        Ok(())
+    }
+
+    /// True for `=`, the empty initial response.
+    pub fn is_empty_response(&self) -> bool {
+        self.0 == "="
+    }
+}
+string_newtype_common!(AuthInitialResponse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_known_answers() {
+        let ok = [
+            "example.org",
+            "a",
+            "mx-1.example.org",
+            "123.example",
+            "EXAMPLE.ORG",
+            "münchen.de",
+            "[192.0.2.1]",
+            "[IPv6:2001:db8::1]",
+            "[ipv6:::1]",
+            "[IPv6:::ffff:192.0.2.1]",
+            "[x-tag:some!content]",
+        ];
+        for d in ok {
+            assert_eq!(Domain::try_from(d).unwrap().as_str(), d, "{d}");
+        }
+        let long_label = "a".repeat(64);
+        let long_domain = ["a".repeat(63).as_str(); 5].join(".");
+        let bad: &[(&str, DomainError)] = &[
+            ("", DomainError::Empty),
+            (".example.org", DomainError::EmptyLabel),
+            ("example.org.", DomainError::EmptyLabel),
+            ("a..b", DomainError::EmptyLabel),
+            (&long_label, DomainError::LabelTooLong { len: 64 }),
+            (&long_domain, DomainError::TooLong { len: 319 }),
+            ("-a.org", DomainError::HyphenAtLabelEdge),
+            ("a-.org", DomainError::HyphenAtLabelEdge),
+            ("a_b.org", DomainError::InvalidCharacter('_')),
+            ("a b.org", DomainError::InvalidCharacter(' ')),
+            ("a\r\n.org", DomainError::InvalidCharacter('\r')),
+            ("a\0.org", DomainError::InvalidCharacter('\0')),
+            ("a\u{85}.org", DomainError::InvalidCharacter('\u{85}')),
+            ("[192.0.2.256]", DomainError::InvalidAddressLiteral),
+            ("[192.0.2.1", DomainError::InvalidAddressLiteral),
+            ("[IPv6:192.0.2.1]", DomainError::InvalidAddressLiteral),
+            ("[x-tag:]", DomainError::InvalidAddressLiteral),
+            ("[1.2.3.4\r\n]", DomainError::InvalidCharacter('\r')),
+        ];
+        for (d, err) in bad {
+            assert_eq!(Domain::try_from(*d).unwrap_err(), *err, "{d:?}");
+        }
+        let d = Domain::try_from("münchen.de").unwrap();
+        assert!(d.requires_smtputf8());
+        assert!(!Domain::try_from("a.de").unwrap().requires_smtputf8());
+        assert!(
+            Domain::try_from("[192.0.2.1]")
+                .unwrap()
+                .is_address_literal()
+        );
+        assert!(
+            Domain::try_from("A.org")
+                .unwrap()
+                .eq_ignore_ascii_case(&Domain::try_from("a.ORG").unwrap())
+        );
+    }
+
+    #[test]
+    fn local_part_known_answers() {
+        let cases: &[(&str, bool, &str)] = &[
+            ("john", false, "john"),
+            ("john.doe", false, "john.doe"),
+            ("user%other", false, "user%other"),
+            ("other!user", false, "other!user"),
+            ("a+tag", false, "a+tag"),
+            ("john doe", true, "\"john doe\""),
+            ("a\"b", true, "\"a\\\"b\""),
+            ("a\\b", true, "\"a\\\\b\""),
+            ("a..b", true, "\"a..b\""),
+            (".a", true, "\".a\""),
+            ("a@b", true, "\"a@b\""),
+            ("jörg", false, "jörg"),
+        ];
+        for (value, quoted, wire) in cases {
+            let l = LocalPart::try_from(*value).unwrap();
+            assert_eq!(l.needs_quoting(), *quoted, "{value}");
+            assert_eq!(l.to_string(), *wire, "{value}");
+            assert_eq!(LocalPart::parse_wire(wire).unwrap(), l, "{wire}");
+        }
+        assert_eq!(LocalPart::parse_wire("\"john\"").unwrap().as_str(), "john");
+        let bad: &[(&str, AddressError)] = &[
+            ("", AddressError::EmptyLocalPart),
+            ("a\rb", AddressError::InvalidLocalPartCharacter('\r')),
+            ("a\nb", AddressError::InvalidLocalPartCharacter('\n')),
+            ("a\0b", AddressError::InvalidLocalPartCharacter('\0')),
+            ("a\tb", AddressError::InvalidLocalPartCharacter('\t')),
+        ];
+        for (v, err) in bad {
+            assert_eq!(LocalPart::try_from(*v).unwrap_err(), *err, "{v:?}");
+        }
+        assert_eq!(
+            LocalPart::try_from("a".repeat(65).as_str()).unwrap_err(),
+            AddressError::LocalPartTooLong { len: 65 }
+        );
+        // 62 spaces quote to 64 octets; 63 do not fit.
+        assert!(LocalPart::try_from(" ".repeat(62).as_str()).is_ok());
+        assert_eq!(
+            LocalPart::try_from(" ".repeat(63).as_str()).unwrap_err(),
+            AddressError::LocalPartTooLong { len: 65 }
+        );
+        let bad_wire: &[(&str, AddressError)] = &[
+            ("a b", AddressError::MalformedLocalPart),
+            ("\"ab", AddressError::MalformedLocalPart),
+            ("\"a\"b\"", AddressError::MalformedLocalPart),
+            ("\"a\\", AddressError::MalformedLocalPart),
+            ("\"a\r\"", AddressError::InvalidLocalPartCharacter('\r')),
+            ("\"a\\\n\"", AddressError::InvalidLocalPartCharacter('\n')),
+            ("\"\"", AddressError::EmptyLocalPart),
+        ];
+        for (w, err) in bad_wire {
+            assert_eq!(LocalPart::parse_wire(w).unwrap_err(), *err, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn mailbox_known_answers() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            ("a@b.org", "a@b.org", "a", "b.org"),
+            (
+                "\"john doe\"@b.org",
+                "\"john doe\"@b.org",
+                "john doe",
+                "b.org",
+            ),
+            ("\"john\"@b.org", "john@b.org", "john", "b.org"),
+            ("\"a@b\"@c.org", "\"a@b\"@c.org", "a@b", "c.org"),
+            ("a@[192.0.2.1]", "a@[192.0.2.1]", "a", "[192.0.2.1]"),
+            ("jörg@münchen.de", "jörg@münchen.de", "jörg", "münchen.de"),
+        ];
+        for (input, wire, local, domain) in cases {
+            let m = Mailbox::try_from(*input).unwrap();
+            assert_eq!(m.as_str(), *wire);
+            assert_eq!(m.to_string(), *wire);
+            assert_eq!(m.local_part().as_str(), *local);
+            assert_eq!(m.domain_str(), *domain);
+            assert_eq!(m.domain().as_str(), *domain);
+            assert_eq!(Mailbox::try_from(m.as_str()).unwrap(), m);
+        }
+        let bad: &[(&str, AddressError)] = &[
+            ("ab.org", AddressError::MissingAt),
+            ("@b.org", AddressError::EmptyLocalPart),
+            ("a@", AddressError::Domain(DomainError::Empty)),
+            (
+                "a@b.org>",
+                AddressError::Domain(DomainError::InvalidCharacter('>')),
+            ),
+            ("a@@b.org", AddressError::Domain(DomainError::Empty)),
+            ("a b@c.org", AddressError::MissingAt),
+            ("a.@b.org", AddressError::MalformedLocalPart),
+            (
+                "a@b_c.org",
+                AddressError::Domain(DomainError::InvalidCharacter('_')),
+            ),
+        ];
+        for (m, err) in bad {
+            assert_eq!(Mailbox::try_from(*m).unwrap_err(), *err, "{m:?}");
+        }
+        let long = format!(
+            "{}@{}.org",
+            "a".repeat(64),
+            ["b".repeat(40).as_str(); 5].join(".")
+        );
+        assert_eq!(
+            Mailbox::try_from(long.as_str()).unwrap_err(),
+            AddressError::MailboxTooLong { len: long.len() }
+        );
+        let l = LocalPart::try_from("x y").unwrap();
+        let d = Domain::try_from("e.org").unwrap();
+        assert_eq!(Mailbox::new(&l, &d).unwrap().as_str(), "\"x y\"@e.org");
+    }
+
+    #[test]
+    fn crlf_in_mailbox_is_unconstructible() {
+        for s in [
+            "a\r\n@b.org",
+            "a@b.org\r\nRCPT TO:<c@d.org>",
+            "\"a\r\nb\"@c.org",
+            "a@b\n.org",
+        ] {
+            assert!(Mailbox::try_from(s).is_err(), "{s:?}");
+            assert!(
+                ReversePath::try_from(format!("<{s}>").as_str()).is_err(),
+                "{s:?}"
+            );
+            assert!(
+                ForwardPath::try_from(format!("<{s}>").as_str()).is_err(),
+                "{s:?}"
+            );
+        }
+        assert_eq!(
+            LocalPart::try_from("a\r\nb").unwrap_err(),
+            AddressError::InvalidLocalPartCharacter('\r')
+        );
+        assert_eq!(
+            Domain::try_from("b\n.org").unwrap_err(),
+            DomainError::InvalidCharacter('\n')
+        );
+    }
+
+    #[test]
+    fn paths_known_answers() {
+        assert_eq!(ReversePath::try_from("<>").unwrap(), ReversePath::Null);
+        assert_eq!(ReversePath::Null.to_string(), "<>");
+        let r = ReversePath::try_from("<a@b.org>").unwrap();
+        assert_eq!(r.as_str(), "a@b.org");
+        assert_eq!(r.to_string(), "<a@b.org>");
+        assert_eq!(
+            ForwardPath::try_from("<postMASTER>").unwrap(),
+            ForwardPath::Postmaster
+        );
+        assert_eq!(ForwardPath::Postmaster.to_string(), "<Postmaster>");
+        assert!(matches!(
+            ForwardPath::try_from("<Postmaster@b.org>").unwrap(),
+            ForwardPath::Mailbox(_)
+        ));
+        let bad: &[(&str, AddressError)] = &[
+            ("a@b.org", AddressError::MissingAngleBrackets),
+            ("<a@b.org", AddressError::MissingAngleBrackets),
+            ("<a@b.org> x", AddressError::MissingAngleBrackets),
+            ("<@a:>", AddressError::MissingAt),
+            ("<@a b:c@d>", AddressError::MalformedSourceRoute),
+            ("<@a,b:c@d>", AddressError::MalformedSourceRoute),
+            ("<@a", AddressError::MalformedSourceRoute),
+        ];
+        for (p, err) in bad {
+            assert_eq!(ReversePath::try_from(*p).unwrap_err(), *err, "{p:?}");
+        }
+        assert_eq!(
+            ForwardPath::try_from("<>").unwrap_err(),
+            AddressError::NullPath
+        );
+    }
+
+    #[test]
+    fn source_route_accepted_and_dropped() {
+        let r = ReversePath::try_from("<@relay.one,@relay.two:user@example.org>").unwrap();
+        assert_eq!(r.to_string(), "<user@example.org>");
+        let f = ForwardPath::try_from("<@a.org:u@d.org>").unwrap();
+        assert_eq!(f.as_str(), "u@d.org");
+    }
+
+    #[test]
+    fn percent_hack_and_bang_path_are_local_parts() {
+        let m = Mailbox::try_from("user%other.org@local.org").unwrap();
+        assert_eq!(m.local_part().as_str(), "user%other.org");
+        assert_eq!(m.domain_str(), "local.org");
+        let m = Mailbox::try_from("other.org!user@local.org").unwrap();
+        assert_eq!(m.local_part().as_str(), "other.org!user");
+        assert_eq!(m.domain_str(), "local.org");
+        let m = Mailbox::try_from("\"user@other.org\"@local.org").unwrap();
+        assert_eq!(m.domain_str(), "local.org");
+    }
+
+    #[test]
+    fn esmtp_tokens_known_answers() {
+        assert_eq!(EsmtpKeyword::try_from("X-Foo1").unwrap().as_str(), "X-Foo1");
+        assert!(EsmtpKeyword::try_from("SIZE").unwrap().is("size"));
+        let bad_kw: &[(&str, TokenError)] = &[
+            ("", TokenError::Empty),
+            ("-X", TokenError::InvalidCharacter('-')),
+            ("X_Y", TokenError::InvalidCharacter('_')),
+            ("X=Y", TokenError::InvalidCharacter('=')),
+            ("X\r\n", TokenError::InvalidCharacter('\r')),
+        ];
+        for (k, err) in bad_kw {
+            assert_eq!(EsmtpKeyword::try_from(*k).unwrap_err(), *err, "{k:?}");
+        }
+        assert_eq!(
+            EsmtpKeyword::try_from("A".repeat(65).as_str()).unwrap_err(),
+            TokenError::TooLong { len: 65, max: 64 }
+        );
+        for v in ["8BITMIME", "!<>~", "a;b", "ü"] {
+            assert_eq!(EsmtpValue::try_from(v).unwrap().as_str(), v);
+        }
+        assert!(EsmtpValue::try_from("ü").unwrap().requires_smtputf8());
+        let bad_v: &[(&str, TokenError)] = &[
+            ("", TokenError::Empty),
+            ("a=b", TokenError::InvalidCharacter('=')),
+            ("a b", TokenError::InvalidCharacter(' ')),
+            ("a\tb", TokenError::InvalidCharacter('\t')),
+            ("a\u{a0}b", TokenError::InvalidCharacter('\u{a0}')),
+        ];
+        for (v, err) in bad_v {
+            assert_eq!(EsmtpValue::try_from(*v).unwrap_err(), *err, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn nul_in_esmtp_value_is_unconstructible() {
+        assert_eq!(
+            EsmtpValue::try_from("a\0b").unwrap_err(),
+            TokenError::InvalidCharacter('\0')
+        );
+        assert_eq!(
+            EsmtpValue::try_from("a\r\nb").unwrap_err(),
+            TokenError::InvalidCharacter('\r')
+        );
+        assert_eq!(
+            EsmtpKeyword::try_from("a\0").unwrap_err(),
+            TokenError::InvalidCharacter('\0')
+        );
+        assert_eq!(
+            SmtpText::try_from("a\0").unwrap_err(),
+            TokenError::InvalidCharacter('\0')
+        );
+    }
+
+    #[test]
+    fn smtp_text_and_sasl_known_answers() {
+        assert_eq!(
+            SmtpText::try_from("John Smith").unwrap().as_str(),
+            "John Smith"
+        );
+        assert_eq!(
+            SmtpText::try_from("a\nb").unwrap_err(),
+            TokenError::InvalidCharacter('\n')
+        );
+        assert_eq!(SmtpText::try_from("").unwrap_err(), TokenError::Empty);
+        assert_eq!(
+            SaslMechanism::try_from("cram-md5").unwrap().as_str(),
+            "CRAM-MD5"
+        );
+        assert_eq!(
+            SaslMechanism::try_from("SCRAM-SHA-256")
+                .unwrap()
+                .to_string(),
+            "SCRAM-SHA-256"
+        );
+        assert_eq!(
+            SaslMechanism::try_from("X".repeat(21).as_str()).unwrap_err(),
+            TokenError::TooLong { len: 21, max: 20 }
+        );
+        assert_eq!(
+            SaslMechanism::try_from("PL AIN").unwrap_err(),
+            TokenError::InvalidCharacter(' ')
+        );
+        for ok in ["=", "AGEAYg==", "dGVzdA==", "YWJj", "YWI="] {
+            AuthInitialResponse::try_from(ok).unwrap();
+        }
+        assert!(
+            AuthInitialResponse::try_from("=")
+                .unwrap()
+                .is_empty_response()
+        );
+        let bad: &[(&str, TokenError)] = &[
+            ("", TokenError::Empty),
+            ("*", TokenError::InvalidCharacter('*')),
+            ("YWJ", TokenError::MalformedBase64),
+            ("Y=Jj", TokenError::MalformedBase64),
+            ("Y===", TokenError::MalformedBase64),
+            ("YW\r\n", TokenError::InvalidCharacter('\r')),
+        ];
+        for (s, err) in bad {
+            assert_eq!(
+                AuthInitialResponse::try_from(*s).unwrap_err(),
+                *err,
+                "{s:?}"
+            );
+        }
+    }
+}

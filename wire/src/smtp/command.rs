@@ -1,0 +1,453 @@
+//! SMTP commands (RFC 5321 §4.1.1, RFC 3207, RFC 4954, RFC 3030): parse and encode.
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use nom::Parser;
+use nom::bytes::{tag_no_case, take_while1};
+use nom::character::{char, digit1};
+use nom::combinator::{all_consuming, opt};
+use nom::sequence::preceded;
+
+use super::params::{MailParams, ParamError, RcptParams, put_u64};
+use crate::types::{
+    AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
+    ReversePath, SaslMechanism, SmtpText, TokenError, parse_path_prefix,
+};
+
+/// Limits for command parsing. Every limit has its RFC default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandOptions {
+    /// Maximum command line length in octets, counting the CRLF the framer removed.
+    /// Default 512 (RFC 5321 §4.5.3.1.4).
+    pub max_line_len: usize,
+    /// Maximum AUTH command line length, counting CRLF. Default 12,288 (RFC 4954 §4).
+    pub max_auth_line_len: usize,
+}
+
+impl Default for CommandOptions {
+    fn default() -> Self {
+        CommandOptions {
+            max_line_len: 512,
+            max_auth_line_len: MAX_AUTH_LINE_LEN,
+        }
+    }
+}
+
+/// Why a command line was rejected. A server answers 500 for [`CommandError::UnknownCommand`]
+/// and [`CommandError::LineTooLong`], 501 for the rest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The line (plus CRLF) exceeds the configured limit.
+    #[error("command line is {len} octets, more than {max}")]
+    LineTooLong {
+        /// Length including CRLF.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A CR, LF, NUL or other control byte inside the line.
+    #[error("control byte {0:#04x} in command line")]
+    ControlCharacter(u8),
+    /// The line is not UTF-8.
+    #[error("command line is not UTF-8")]
+    InvalidUtf8,
+    /// The verb is not a known command.
+    #[error("unknown command")]
+    UnknownCommand,
+    /// The command requires an argument and has none.
+    #[error("{0} needs an argument")]
+    MissingArgument(&'static str),
+    /// The command takes no argument and has one.
+    #[error("{0} takes no argument")]
+    UnexpectedArgument(&'static str),
+    /// The argument does not match the command's grammar (e.g. `MAIL FROM` without `:`).
+    #[error("syntax error in {0} arguments")]
+    Syntax(&'static str),
+    /// An invalid EHLO/HELO domain.
+    #[error("invalid domain: {0}")]
+    Domain(#[from] DomainError),
+    /// An invalid reverse or forward path.
+    #[error("invalid path: {0}")]
+    Path(#[from] AddressError),
+    /// An invalid ESMTP parameter.
+    #[error("invalid parameter: {0}")]
+    Param(#[from] ParamError),
+    /// An invalid text argument, SASL mechanism or initial response.
+    #[error("invalid argument: {0}")]
+    Token(#[from] TokenError),
+}
+
+/// One SMTP command.
+///
+/// ```text
+/// ehlo = "EHLO" SP ( Domain / address-literal )      helo = "HELO" SP Domain
+/// mail = "MAIL FROM:" Reverse-path [SP Mail-parameters]
+/// rcpt = "RCPT TO:" ( "<Postmaster@" Domain ">" / "<Postmaster>" / Forward-path )
+///        [SP Rcpt-parameters]
+/// data = "DATA"   rset = "RSET"   quit = "QUIT"   starttls = "STARTTLS"   ; RFC 3207
+/// vrfy = "VRFY" SP String   expn = "EXPN" SP String
+/// help = "HELP" [ SP String ]   noop = "NOOP" [ SP String ]
+/// auth = "AUTH" SP sasl-mech [SP initial-response]                        ; RFC 4954 §4
+/// bdat = "BDAT" SP chunk-size [ SP end-marker ]   end-marker = "LAST"      ; RFC 3030 §2
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Command {
+    /// `EHLO domain` (RFC 5321 §4.1.1.1).
+    Ehlo(Domain),
+    /// `HELO domain` (RFC 5321 §4.1.1.1).
+    Helo(Domain),
+    /// `MAIL FROM:<path> params` (RFC 5321 §4.1.1.2).
+    Mail {
+        /// The reverse path.
+        from: ReversePath,
+        /// ESMTP parameters.
+        params: MailParams,
+    },
+    /// `RCPT TO:<path> params` (RFC 5321 §4.1.1.3).
+    Rcpt {
+        /// The forward path.
+        to: ForwardPath,
+        /// ESMTP parameters.
+        params: RcptParams,
+    },
+    /// `DATA` (RFC 5321 §4.1.1.4).
+    Data,
+    /// `BDAT size [LAST]` (RFC 3030 §2).
+    Bdat {
+        /// Octets in this chunk.
+        size: u64,
+        /// True for the final chunk.
+        last: bool,
+    },
+    /// `RSET` (RFC 5321 §4.1.1.5).
+    Rset,
+    /// `VRFY string` (RFC 5321 §4.1.1.6).
+    Vrfy(SmtpText),
+    /// `EXPN string` (RFC 5321 §4.1.1.7).
+    Expn(SmtpText),
+    /// `HELP [string]` (RFC 5321 §4.1.1.8).
+    Help(Option<SmtpText>),
+    /// `NOOP [string]` (RFC 5321 §4.1.1.9).
+    Noop(Option<SmtpText>),
+    /// `QUIT` (RFC 5321 §4.1.1.10).
+    Quit,
+    /// `STARTTLS` (RFC 3207 §4).
+    StartTls,
+    /// `AUTH mechanism [initial-response]` (RFC 4954 §4).
+    Auth {
+        /// The SASL mechanism, upper case.
+        mechanism: SaslMechanism,
+        /// The initial response, base64 or `=` for empty.
+        initial_response: Option<AuthInitialResponse>,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    Bdat,
+    Rset,
+    Vrfy,
+    Expn,
+    Help,
+    Noop,
+    Quit,
+    StartTls,
+    Auth,
+}
+
+/// Recognises the verb by its first four bytes, folded to upper case in one operation.
+fn verb(line: &[u8]) -> Option<(Verb, &[u8])> {
+    let head: [u8; 4] = line.get(..4)?.try_into().ok()?;
+    // Clearing bit 5 upper-cases ASCII letters in one operation; it also folds some
+    // non-letters onto letters, hence the letter check first.
+    if !head.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let folded = u32::from_be_bytes(head) & 0xDFDF_DFDF;
+    let v = match &folded.to_be_bytes() {
+        b"EHLO" => Verb::Ehlo,
+        b"HELO" => Verb::Helo,
+        b"MAIL" => Verb::Mail,
+        b"RCPT" => Verb::Rcpt,
+        b"DATA" => Verb::Data,
+        b"BDAT" => Verb::Bdat,
+        b"RSET" => Verb::Rset,
+        b"VRFY" => Verb::Vrfy,
+        b"EXPN" => Verb::Expn,
+        b"HELP" => Verb::Help,
+        b"NOOP" => Verb::Noop,
+        b"QUIT" => Verb::Quit,
+        b"AUTH" => Verb::Auth,
+        b"STAR" => {
+            let tail = line.get(4..8)?;
+            if !tail.eq_ignore_ascii_case(b"TTLS") {
+                return None;
+            }
+            return Some((Verb::StartTls, &line[8..]));
+        }
+        _ => return None,
+    };
+    Some((v, &line[4..]))
+}
+
+/// Rejects control bytes: CR, LF and NUL can smuggle a second command, the others corrupt logs.
+fn check_controls(line: &[u8]) -> Result<(), CommandError> {
+    // Printable ASCII is the common case; only then is a byte-wise check needed.
+    match line.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+        Some(&b) => Err(CommandError::ControlCharacter(b)),
+        None => Ok(()),
+    }
+}
+
+type NomErr<'a> = nom::error::Error<&'a str>;
+
+/// `SP arg` to the end of the line, or nothing.
+fn optional_arg<'a>(rest: &'a str, name: &'static str) -> Result<Option<&'a str>, CommandError> {
+    match rest.as_bytes() {
+        [] => Ok(None),
+        [b' ', ..] if rest.len() > 1 => Ok(Some(&rest[1..])),
+        _ => Err(CommandError::Syntax(name)),
+    }
+}
+
+fn required_arg<'a>(rest: &'a str, name: &'static str) -> Result<&'a str, CommandError> {
+    optional_arg(rest, name)?.ok_or(CommandError::MissingArgument(name))
+}
+
+fn no_arg(rest: &str, name: &'static str) -> Result<(), CommandError> {
+    if rest.is_empty() {
+        Ok(())
+    } else if rest.starts_with(' ') {
+        Err(CommandError::UnexpectedArgument(name))
+    } else {
+        Err(CommandError::UnknownCommand)
+    }
+}
+
+/// `" " keyword ":"`, case-insensitive; one space after the colon is tolerated because
+/// widespread clients send `MAIL FROM: <a@b>` and RFC 5321 §4.1.2 only forbids it softly.
+fn path_intro<'a>(
+    rest: &'a str,
+    keyword: &'static str,
+    name: &'static str,
+) -> Result<&'a str, CommandError> {
+    let mut p = preceded(
+        char::<&str, NomErr<'_>>(' '),
+        (tag_no_case(keyword), char(':'), opt(char(' '))),
+    );
+    match p.parse_complete(rest) {
+        Ok((r, _)) => Ok(r),
+        Err(_) if rest.is_empty() => Err(CommandError::MissingArgument(name)),
+        Err(_) => Err(CommandError::Syntax(name)),
+    }
+}
+
+fn params_start<'a>(rest: &'a str, name: &'static str) -> Result<&'a str, CommandError> {
+    if rest.is_empty() || rest.starts_with(' ') {
+        Ok(rest)
+    } else {
+        Err(CommandError::Syntax(name))
+    }
+}
+
+impl Command {
+    /// Parses one command line (without CRLF) with the default [`CommandOptions`].
+    pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+        Command::parse_with(line, &CommandOptions::default())
+    }
+
+    /// Parses one command line (without CRLF). Verbs and keywords are case-insensitive.
+    pub fn parse_with(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandError> {
+        let len = line.len() + 2;
+        let is_auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH");
+        let max = if is_auth {
+            opts.max_auth_line_len
+        } else {
+            opts.max_line_len
+        };
+        if len > max {
+            return Err(CommandError::LineTooLong { len, max });
+        }
+        check_controls(line)?;
+        let (verb, rest) = verb(line).ok_or(CommandError::UnknownCommand)?;
+        if rest.first().is_some_and(u8::is_ascii_alphanumeric) {
+            // `MAILX`, `DATAFOO`: a longer, unknown verb.
+            return Err(CommandError::UnknownCommand);
+        }
+        let rest = std::str::from_utf8(rest).map_err(|_| CommandError::InvalidUtf8)?;
+        Ok(match verb {
+            Verb::Ehlo => Command::Ehlo(Domain::try_from(required_arg(rest, "EHLO")?)?),
+            Verb::Helo => Command::Helo(Domain::try_from(required_arg(rest, "HELO")?)?),
+            Verb::Mail => {
+                let r = path_intro(rest, "FROM", "MAIL")?;
+                let (m, r) = parse_path_prefix(r)?;
+                let params = MailParams::parse(params_start(r, "MAIL")?)?;
+                Command::Mail {
+                    from: m.map_or(ReversePath::Null, ReversePath::Mailbox),
+                    params,
+                }
+            }
+            Verb::Rcpt => {
+                let r = path_intro(rest, "TO", "RCPT")?;
+                let (to, r) = ForwardPath::parse_prefix(r)?;
+                let params = RcptParams::parse(params_start(r, "RCPT")?)?;
+                Command::Rcpt { to, params }
+            }
+            Verb::Data => no_arg(rest, "DATA").map(|()| Command::Data)?,
+            Verb::Rset => no_arg(rest, "RSET").map(|()| Command::Rset)?,
+            Verb::Quit => no_arg(rest, "QUIT").map(|()| Command::Quit)?,
+            Verb::StartTls => no_arg(rest, "STARTTLS").map(|()| Command::StartTls)?,
+            Verb::Vrfy => Command::Vrfy(SmtpText::try_from(required_arg(rest, "VRFY")?)?),
+            Verb::Expn => Command::Expn(SmtpText::try_from(required_arg(rest, "EXPN")?)?),
+            Verb::Help => Command::Help(
+                optional_arg(rest, "HELP")?
+                    .map(SmtpText::try_from)
+                    .transpose()?,
+            ),
+            Verb::Noop => Command::Noop(
+                optional_arg(rest, "NOOP")?
+                    .map(SmtpText::try_from)
+                    .transpose()?,
+            ),
+            Verb::Bdat => parse_bdat(required_arg(rest, "BDAT")?)?,
+            Verb::Auth => parse_auth(required_arg(rest, "AUTH")?)?,
+        })
+    }
+
+    /// The command verb in upper case.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Ehlo(_) => "EHLO",
+            Command::Helo(_) => "HELO",
+            Command::Mail { .. } => "MAIL",
+            Command::Rcpt { .. } => "RCPT",
+            Command::Data => "DATA",
+            Command::Bdat { .. } => "BDAT",
+            Command::Rset => "RSET",
+            Command::Vrfy(_) => "VRFY",
+            Command::Expn(_) => "EXPN",
+            Command::Help(_) => "HELP",
+            Command::Noop(_) => "NOOP",
+            Command::Quit => "QUIT",
+            Command::StartTls => "STARTTLS",
+            Command::Auth { .. } => "AUTH",
+        }
+    }
+
+    /// Appends the command and its CRLF to `out`.
+    ///
+    /// Every argument is a validated type, so the output is always one line.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.put_slice(self.verb().as_bytes());
+        match self {
+            Command::Ehlo(d) | Command::Helo(d) => put_arg(out, d.as_str()),
+            Command::Mail { from, params } => {
+                out.put_slice(b" FROM:<");
+                out.put_slice(from.as_str().as_bytes());
+                out.put_u8(b'>');
+                params.encode(out);
+            }
+            Command::Rcpt { to, params } => {
+                out.put_slice(b" TO:<");
+                out.put_slice(to.as_str().as_bytes());
+                out.put_u8(b'>');
+                params.encode(out);
+            }
+            Command::Data | Command::Rset | Command::Quit | Command::StartTls => {}
+            Command::Bdat { size, last } => {
+                out.put_u8(b' ');
+                put_u64(out, *size);
+                if *last {
+                    out.put_slice(b" LAST");
+                }
+            }
+            Command::Vrfy(t) | Command::Expn(t) => put_arg(out, t.as_str()),
+            Command::Help(t) | Command::Noop(t) => {
+                if let Some(t) = t {
+                    put_arg(out, t.as_str());
+                }
+            }
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                put_arg(out, mechanism.as_str());
+                if let Some(ir) = initial_response {
+                    put_arg(out, ir.as_str());
+                }
+            }
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn put_arg(out: &mut BytesMut, s: &str) {
+    out.put_u8(b' ');
+    out.put_slice(s.as_bytes());
+}
+
+/// `chunk-size [SP "LAST"]`, chunk-size = 1*DIGIT (RFC 3030 §2).
+fn parse_bdat(arg: &str) -> Result<Command, CommandError> {
+    let mut p = all_consuming((
+        digit1::<&str, NomErr<'_>>(),
+        opt(preceded(char(' '), tag_no_case("LAST"))),
+    ));
+    let (_, (digits, last)) = p
+        .parse_complete(arg)
+        .map_err(|_| CommandError::Syntax("BDAT"))?;
+    if digits.len() > 20 {
+        return Err(CommandError::Syntax("BDAT"));
+    }
+    let size = digits
+        .parse::<u64>()
+        .map_err(|_| CommandError::Syntax("BDAT"))?;
+    Ok(Command::Bdat {
+        size,
+        last: last.is_some(),
+    })
+}
+
+/// `sasl-mech [SP initial-response]` (RFC 4954 §4).
+fn parse_auth(arg: &str) -> Result<Command, CommandError> {
+    let mut p = all_consuming((
+        take_while1::<_, &str, NomErr<'_>>(|c: char| c != ' '),
+        opt(preceded(char(' '), take_while1(|c: char| c != ' '))),
+    ));
+    let (_, (mech, ir)) = p
+        .parse_complete(arg)
+        .map_err(|_| CommandError::Syntax("AUTH"))?;
+    Ok(Command::Auth {
+        mechanism: SaslMechanism::try_from(mech)?,
+        initial_response: ir.map(AuthInitialResponse::try_from).transpose()?,
+    })
+}
+
+impl fmt::Display for Command {
+    /// The command line without CRLF; an AUTH initial response is shown as `****`, since it
+    /// carries credentials and Display output ends up in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Command::Auth {
+            mechanism,
+            initial_response,
+        } = self
+        {
+            return match initial_response {
+                Some(_) => write!(f, "AUTH {mechanism} ****"),
+                None => write!(f, "AUTH {mechanism}"),
+            };
+        }
+        let mut b = BytesMut::new();
+        self.encode(&mut b);
+        let line = b.strip_suffix(b"\r\n").unwrap_or(&b);
+        f.write_str(&String::from_utf8_lossy(line))
+    }
+}

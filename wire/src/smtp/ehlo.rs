@@ -1,0 +1,233 @@
+//! Typed EHLO capabilities (RFC 5321 §4.1.1.1 and the extension RFCs).
+
+use super::reply::{Reply, ReplyCode, ReplyError};
+use crate::types::{EsmtpKeyword, SaslMechanism};
+
+/// Why an EHLO reply could not be read as capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EhloError {
+    /// The reply is not 250 (the caller may fall back to HELO, unless TLS is required).
+    #[error("EHLO answered {0}")]
+    NotAccepted(ReplyCode),
+    /// The first line has no server domain.
+    #[error("EHLO reply has no server domain")]
+    MissingDomain,
+    /// `SIZE` with a parameter that is not a decimal number (RFC 1870 §4).
+    #[error("invalid SIZE parameter")]
+    InvalidSize,
+}
+
+/// An extension not known to this crate, kept with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EhloExtension {
+    /// The keyword, case preserved.
+    pub keyword: EsmtpKeyword,
+    /// The parameters, split on spaces.
+    pub params: Vec<String>,
+}
+
+/// What a server announced in its 250 EHLO reply.
+///
+/// ```text
+/// ehlo-ok-rsp  = ( "250" SP Domain [ SP ehlo-greet ] CRLF )
+///              / ( "250-" Domain [ SP ehlo-greet ] CRLF
+///                  *( "250-" ehlo-line CRLF ) "250" SP ehlo-line CRLF )
+/// ehlo-line    = ehlo-keyword *( SP ehlo-param )
+/// ```
+///
+/// Keywords are matched case-insensitively. Lines whose keyword is not an `ehlo-keyword`
+/// (other than the old `AUTH=` form) are kept verbatim in [`Capabilities::unparsed`].
+/// `server_domain`, `greeting` and unknown parameters are raw peer text: escape before logging.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The first word of the first line: the server's name for itself.
+    pub server_domain: String,
+    /// The rest of the first line.
+    pub greeting: String,
+    /// `PIPELINING` (RFC 2920).
+    pub pipelining: bool,
+    /// `SIZE [n]` (RFC 1870). `Some(0)` means announced without a fixed limit.
+    pub size: Option<u64>,
+    /// `8BITMIME` (RFC 6152).
+    pub eight_bit_mime: bool,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+    /// `STARTTLS` (RFC 3207).
+    pub starttls: bool,
+    /// `AUTH mech...` (RFC 4954), including the pre-standard `AUTH=mech...` form, in order,
+    /// without duplicates. Invalid mechanism names are skipped.
+    pub auth: Vec<SaslMechanism>,
+    /// `ENHANCEDSTATUSCODES` (RFC 2034).
+    pub enhanced_status_codes: bool,
+    /// `DSN` (RFC 3461).
+    pub dsn: bool,
+    /// `CHUNKING` (RFC 3030).
+    pub chunking: bool,
+    /// `BINARYMIME` (RFC 3030).
+    pub binary_mime: bool,
+    /// Other extensions.
+    pub other: Vec<EhloExtension>,
+    /// Lines that are not an `ehlo-line`.
+    pub unparsed: Vec<String>,
+}
+
+impl Capabilities {
+    /// Reads the capabilities from a complete EHLO reply.
+    pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, EhloError> {
+        if reply.code() != ReplyCode::OK {
+            return Err(EhloError::NotAccepted(reply.code()));
+        }
+        let mut lines = reply.lines();
+        let first = lines.next().unwrap_or_default();
+        let (domain, greeting) = first.split_once(' ').unwrap_or((first, ""));
+        if domain.is_empty() {
+            return Err(EhloError::MissingDomain);
+        }
+        let mut caps = Capabilities {
+            server_domain: domain.to_owned(),
+            greeting: greeting.to_owned(),
+            ..Capabilities::default()
+        };
+        for line in lines {
+            caps.add_line(line)?;
+        }
+        Ok(caps)
+    }
+
+    fn add_auth<'a>(&mut self, mechs: impl Iterator<Item = &'a str>) {
+        for m in mechs.filter(|m| !m.is_empty()) {
+            if let Ok(m) = SaslMechanism::try_from(m)
+                && !self.auth.contains(&m)
+            {
+                self.auth.push(m);
+            }
+        }
+    }
+
+    fn add_line(&mut self, line: &str) -> Result<(), EhloError> {
+        let (kw, params) = line.split_once(' ').unwrap_or((line, ""));
+        let k = kw.as_bytes();
+        let flag = if k.eq_ignore_ascii_case(b"PIPELINING") {
+            &mut self.pipelining
+        } else if k.eq_ignore_ascii_case(b"8BITMIME") {
+            &mut self.eight_bit_mime
+        } else if k.eq_ignore_ascii_case(b"SMTPUTF8") {
+            &mut self.smtputf8
+        } else if k.eq_ignore_ascii_case(b"STARTTLS") {
+            &mut self.starttls
+        } else if k.eq_ignore_ascii_case(b"ENHANCEDSTATUSCODES") {
+            &mut self.enhanced_status_codes
+        } else if k.eq_ignore_ascii_case(b"DSN") {
+            &mut self.dsn
+        } else if k.eq_ignore_ascii_case(b"CHUNKING") {
+            &mut self.chunking
+        } else if k.eq_ignore_ascii_case(b"BINARYMIME") {
+            &mut self.binary_mime
+        } else if k.eq_ignore_ascii_case(b"SIZE") {
+            let n = match params {
+                "" => 0,
+                p if p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                    p.parse().map_err(|_| EhloError::InvalidSize)?
+                }
+                _ => return Err(EhloError::InvalidSize),
+            };
+            self.size = Some(n);
+            return Ok(());
+        } else if k.eq_ignore_ascii_case(b"AUTH") {
+            self.add_auth(params.split(' '));
+            return Ok(());
+        } else if k.len() > 5 && k[..5].eq_ignore_ascii_case(b"AUTH=") {
+            self.add_auth(line[5..].split(' '));
+            return Ok(());
+        } else {
+            match EsmtpKeyword::try_from(kw) {
+                Ok(keyword) => self.other.push(EhloExtension {
+                    keyword,
+                    params: params
+                        .split(' ')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                }),
+                Err(_) => self.unparsed.push(line.to_owned()),
+            }
+            return Ok(());
+        };
+        *flag = true;
+        Ok(())
+    }
+
+    /// True when `keyword` was announced (known or not), compared case-insensitively.
+    pub fn supports(&self, keyword: &str) -> bool {
+        let k = keyword.to_ascii_uppercase();
+        match k.as_str() {
+            "PIPELINING" => self.pipelining,
+            "SIZE" => self.size.is_some(),
+            "8BITMIME" => self.eight_bit_mime,
+            "SMTPUTF8" => self.smtputf8,
+            "STARTTLS" => self.starttls,
+            "AUTH" => !self.auth.is_empty(),
+            "ENHANCEDSTATUSCODES" => self.enhanced_status_codes,
+            "DSN" => self.dsn,
+            "CHUNKING" => self.chunking,
+            "BINARYMIME" => self.binary_mime,
+            _ => self.other.iter().any(|e| e.keyword.is(&k)),
+        }
+    }
+
+    /// True when `mechanism` is among the announced AUTH mechanisms (case-insensitive).
+    pub fn supports_auth(&self, mechanism: &str) -> bool {
+        self.auth
+            .iter()
+            .any(|m| m.as_str().eq_ignore_ascii_case(mechanism))
+    }
+
+    /// Builds the 250 EHLO reply a server sends for these capabilities.
+    ///
+    /// Fails only when a text field holds CR, LF or NUL.
+    pub fn to_reply(&self) -> Result<Reply, ReplyError> {
+        let mut lines = Vec::with_capacity(12 + self.other.len());
+        lines.push(if self.greeting.is_empty() {
+            self.server_domain.clone()
+        } else {
+            format!("{} {}", self.server_domain, self.greeting)
+        });
+        let flags = [
+            (self.pipelining, "PIPELINING"),
+            (self.eight_bit_mime, "8BITMIME"),
+            (self.smtputf8, "SMTPUTF8"),
+            (self.starttls, "STARTTLS"),
+            (self.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
+            (self.dsn, "DSN"),
+            (self.chunking, "CHUNKING"),
+            (self.binary_mime, "BINARYMIME"),
+        ];
+        match self.size {
+            Some(0) => lines.push("SIZE".to_owned()),
+            Some(n) => lines.push(format!("SIZE {n}")),
+            None => {}
+        }
+        if !self.auth.is_empty() {
+            let mechs: Vec<&str> = self.auth.iter().map(SaslMechanism::as_str).collect();
+            lines.push(format!("AUTH {}", mechs.join(" ")));
+        }
+        lines.extend(
+            flags
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, k)| (*k).to_owned()),
+        );
+        for e in &self.other {
+            let mut l = e.keyword.as_str().to_owned();
+            for p in &e.params {
+                l.push(' ');
+                l.push_str(p);
+            }
+            lines.push(l);
+        }
+        lines.extend(self.unparsed.iter().cloned());
+        Reply::new(ReplyCode::OK, None, lines)
+    }
+}

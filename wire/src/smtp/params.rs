@@ -1,0 +1,750 @@
+//! ESMTP parameters of MAIL and RCPT, and xtext (RFC 3461 §4).
+
+use std::fmt;
+
+use bytes::{BufMut, BytesMut};
+use nom::Parser;
+use nom::bytes::take_while1;
+use nom::character::char;
+use nom::combinator::opt;
+use nom::sequence::preceded;
+
+use crate::types::{
+    AddressError, EsmtpKeyword, EsmtpValue, MAX_ESMTP_VALUE_LEN, Mailbox, TokenError,
+};
+
+/// Why an xtext string could not be decoded or an xtext value constructed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum XtextError {
+    /// The encoded text is empty.
+    #[error("empty xtext")]
+    Empty,
+    /// A `+` not followed by two upper-case hex digits.
+    #[error("malformed hexchar at offset {0}")]
+    BadHexchar(usize),
+    /// A raw byte outside `xchar` (`%d33-42 / %d44-60 / %d62-126`).
+    #[error("byte {0:#04x} not allowed in xtext")]
+    InvalidByte(u8),
+    /// The decoded value is not UTF-8.
+    #[error("decoded xtext is not UTF-8")]
+    NotUtf8,
+    /// The decoded value contains a control character (CR, LF, NUL, ...).
+    #[error("decoded xtext contains control character {0:?}")]
+    ControlCharacter(char),
+    /// The value is longer than 510 octets.
+    #[error("xtext value too long")]
+    TooLong,
+}
+
+/// A value carried as xtext (RFC 3461 §4): ENVID, ORCPT addresses, `AUTH=` identities.
+///
+/// ```text
+/// xtext   = *( xchar / hexchar )
+/// xchar   = any ASCII CHAR between "!" (33) and "~" (126) inclusive, except "+" and "="
+/// hexchar = ASCII "+" immediately followed by two upper case hexadecimal digits
+/// ```
+///
+/// Holds the decoded value; `TryFrom<&str>` takes a decoded value, [`XText::decode`] takes the
+/// wire form, `Display` writes the encoded form. Decoded values never contain control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XText(String);
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hexval(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_xchar(b: u8) -> bool {
+    matches!(b, 33..=42 | 44..=60 | 62..=126)
+}
+
+fn check_value(s: &str) -> Result<(), XtextError> {
+    if s.is_empty() {
+        return Err(XtextError::Empty);
+    }
+    if s.len() > MAX_ESMTP_VALUE_LEN {
+        return Err(XtextError::TooLong);
+    }
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(XtextError::ControlCharacter(c)),
+        None => Ok(()),
+    }
+}
+
+impl XText {
+    /// Decodes the wire form.
+    pub fn decode(wire: &str) -> Result<Self, XtextError> {
+        let b = wire.as_bytes();
+        if b.is_empty() {
+            return Err(XtextError::Empty);
+        }
+        if b.iter().all(|&c| is_xchar(c)) {
+            return Ok(XText(wire.to_owned()));
+        }
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => {
+                    let hi = b.get(i + 1).copied().and_then(hexval);
+                    let lo = b.get(i + 2).copied().and_then(hexval);
+                    match (hi, lo) {
+                        (Some(h), Some(l)) => out.push(h << 4 | l),
+                        _ => return Err(XtextError::BadHexchar(i)),
+                    }
+                    i += 3;
+                }
+                c if is_xchar(c) => {
+                    out.push(c);
+                    i += 1;
+                }
+                c => return Err(XtextError::InvalidByte(c)),
+            }
+        }
+        let s = String::from_utf8(out).map_err(|_| XtextError::NotUtf8)?;
+        check_value(&s)?;
+        Ok(XText(s))
+    }
+
+    /// The decoded value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Appends the encoded form.
+    pub fn encode_into(&self, out: &mut BytesMut) {
+        encode_xtext(&self.0, out);
+    }
+}
+
+pub(crate) fn encode_xtext(value: &str, out: &mut BytesMut) {
+    for &b in value.as_bytes() {
+        if is_xchar(b) {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'+', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+impl TryFrom<&str> for XText {
+    type Error = XtextError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        check_value(s)?;
+        Ok(XText(s.to_owned()))
+    }
+}
+
+impl fmt::Display for XText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut b = BytesMut::with_capacity(self.0.len());
+        encode_xtext(&self.0, &mut b);
+        // Invariant: xtext encoding only emits ASCII.
+        f.write_str(std::str::from_utf8(&b).unwrap_or_default())
+    }
+}
+
+/// Why an ESMTP parameter of MAIL or RCPT was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// Parameters are not separated by a single space or are otherwise malformed.
+    #[error("malformed parameter list")]
+    Malformed,
+    /// The keyword is not an esmtp-keyword.
+    #[error("invalid parameter keyword: {0}")]
+    Keyword(TokenError),
+    /// The value is not an esmtp-value.
+    #[error("invalid value for {keyword}: {error}")]
+    Value {
+        /// The parameter's keyword.
+        keyword: String,
+        /// What was wrong.
+        error: TokenError,
+    },
+    /// The same parameter given twice (RFC 5321 §4.1.2 leaves this an error).
+    #[error("duplicate parameter {0}")]
+    Duplicate(String),
+    /// A parameter that takes a value has none (`SIZE`, `BODY`, ...).
+    #[error("parameter {0} needs a value")]
+    MissingValue(&'static str),
+    /// A parameter that takes no value has one (`SMTPUTF8=x`).
+    #[error("parameter {0} takes no value")]
+    UnexpectedValue(&'static str),
+    /// SIZE is not a decimal number that fits in 64 bits.
+    #[error("invalid SIZE value")]
+    InvalidSize,
+    /// BODY is not 7BIT, 8BITMIME or BINARYMIME.
+    #[error("invalid BODY value")]
+    InvalidBody,
+    /// RET is not FULL or HDRS.
+    #[error("invalid RET value")]
+    InvalidRet,
+    /// NOTIFY is not NEVER or a list of SUCCESS, FAILURE, DELAY.
+    #[error("invalid NOTIFY value")]
+    InvalidNotify,
+    /// ORCPT is not `addr-type;xtext`.
+    #[error("invalid ORCPT value")]
+    InvalidOrcpt,
+    /// ENVID, ORCPT or AUTH= carries malformed xtext.
+    #[error("invalid xtext in {keyword}: {error}")]
+    Xtext {
+        /// The parameter's keyword.
+        keyword: &'static str,
+        /// What was wrong.
+        error: XtextError,
+    },
+    /// `AUTH=` is neither `<>` nor an xtext-encoded mailbox.
+    #[error("invalid AUTH= mailbox: {0}")]
+    AuthMailbox(AddressError),
+}
+
+/// An ESMTP parameter not known to this crate, kept as keyword and optional value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EsmtpParam {
+    /// The keyword, case preserved.
+    pub keyword: EsmtpKeyword,
+    /// The value after `=`, if any.
+    pub value: Option<EsmtpValue>,
+}
+
+impl EsmtpParam {
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u8(b' ');
+        out.put_slice(self.keyword.as_str().as_bytes());
+        if let Some(v) = &self.value {
+            out.put_u8(b'=');
+            out.put_slice(v.as_str().as_bytes());
+        }
+    }
+}
+
+/// The BODY parameter (RFC 6152 §2, RFC 3030 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Body {
+    /// `BODY=7BIT`.
+    SevenBit,
+    /// `BODY=8BITMIME` (RFC 6152).
+    EightBitMime,
+    /// `BODY=BINARYMIME` (RFC 3030), only with BDAT.
+    BinaryMime,
+}
+
+impl Body {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Body::SevenBit => "7BIT",
+            Body::EightBitMime => "8BITMIME",
+            Body::BinaryMime => "BINARYMIME",
+        }
+    }
+}
+
+/// The RET parameter of a DSN request (RFC 3461 §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ret {
+    /// `RET=FULL`: return the whole message in a DSN.
+    Full,
+    /// `RET=HDRS`: return the headers only.
+    Hdrs,
+}
+
+impl Ret {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        }
+    }
+}
+
+/// The MAIL `AUTH=` parameter (RFC 4954 §5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MailAuth {
+    /// `AUTH=<>`: the submitter is unknown or not trusted.
+    Unknown,
+    /// The authenticated submitter (xtext-encoded on the wire).
+    Mailbox(Mailbox),
+}
+
+/// The NOTIFY parameter of a DSN request (RFC 3461 §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Notify {
+    /// `NOTIFY=NEVER`.
+    Never,
+    /// A non-empty combination of SUCCESS, FAILURE and DELAY.
+    On {
+        /// `SUCCESS`.
+        success: bool,
+        /// `FAILURE`.
+        failure: bool,
+        /// `DELAY`.
+        delay: bool,
+    },
+}
+
+impl Notify {
+    fn parse(v: &str) -> Result<Notify, ParamError> {
+        if v.eq_ignore_ascii_case("NEVER") {
+            return Ok(Notify::Never);
+        }
+        let (mut success, mut failure, mut delay) = (false, false, false);
+        for item in v.split(',') {
+            let flag = if item.eq_ignore_ascii_case("SUCCESS") {
+                &mut success
+            } else if item.eq_ignore_ascii_case("FAILURE") {
+                &mut failure
+            } else if item.eq_ignore_ascii_case("DELAY") {
+                &mut delay
+            } else {
+                return Err(ParamError::InvalidNotify);
+            };
+            if *flag {
+                return Err(ParamError::InvalidNotify);
+            }
+            *flag = true;
+        }
+        Ok(Notify::On {
+            success,
+            failure,
+            delay,
+        })
+    }
+
+    fn encode(self, out: &mut BytesMut) {
+        match self {
+            Notify::Never => out.put_slice(b"NEVER"),
+            Notify::On {
+                success,
+                failure,
+                delay,
+            } => {
+                let mut first = true;
+                for (on, name) in [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")] {
+                    if on {
+                        if !first {
+                            out.put_u8(b',');
+                        }
+                        out.put_slice(name.as_bytes());
+                        first = false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The ORCPT parameter (RFC 3461 §4.2): `ORCPT=addr-type ";" xtext`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Orcpt {
+    /// The address type, usually `rfc822`.
+    pub addr_type: EsmtpKeyword,
+    /// The original recipient address, decoded.
+    pub addr: XText,
+}
+
+/// Typed MAIL FROM parameters (RFC 1870, RFC 6152, RFC 3030, RFC 6531, RFC 3461, RFC 4954).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct MailParams {
+    /// `SIZE=n` (RFC 1870): the declared message size.
+    pub size: Option<u64>,
+    /// `BODY=` (RFC 6152, RFC 3030).
+    pub body: Option<Body>,
+    /// `SMTPUTF8` (RFC 6531).
+    pub smtputf8: bool,
+    /// `RET=` (RFC 3461).
+    pub ret: Option<Ret>,
+    /// `ENVID=` (RFC 3461), decoded.
+    pub envid: Option<XText>,
+    /// `AUTH=` (RFC 4954 §5).
+    pub auth: Option<MailAuth>,
+    /// Any other parameter, in order. Keywords known above must not be repeated here.
+    pub other: Vec<EsmtpParam>,
+}
+
+/// Typed RCPT TO parameters (RFC 3461).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct RcptParams {
+    /// `NOTIFY=` (RFC 3461 §4.1).
+    pub notify: Option<Notify>,
+    /// `ORCPT=` (RFC 3461 §4.2).
+    pub orcpt: Option<Orcpt>,
+    /// Any other parameter, in order. Keywords known above must not be repeated here.
+    pub other: Vec<EsmtpParam>,
+}
+
+type NomErr<'a> = nom::error::Error<&'a str>;
+
+/// `" " esmtp-keyword ["=" esmtp-value]`, the value taken up to the next space.
+fn one_param(i: &str) -> Result<(&str, (&str, Option<&str>)), ParamError> {
+    let keyword = take_while1::<_, &str, NomErr<'_>>(|c: char| c != ' ' && c != '=');
+    let value = opt(preceded(char('='), take_while1(|c: char| c != ' ')));
+    let mut p = preceded(char(' '), (keyword, value));
+    p.parse_complete(i).map_err(|_| ParamError::Malformed)
+}
+
+/// Iterates over `SP esmtp-param` items, validating keyword and value syntax.
+fn for_each_param<'a>(
+    mut rest: &'a str,
+    mut f: impl FnMut(&'a str, Option<&'a str>) -> Result<(), ParamError>,
+) -> Result<(), ParamError> {
+    while !rest.is_empty() {
+        let (r, (k, v)) = one_param(rest)?;
+        EsmtpKeyword::validate(k).map_err(ParamError::Keyword)?;
+        if let Some(v) = v {
+            EsmtpValue::validate(v).map_err(|error| ParamError::Value {
+                keyword: k.to_owned(),
+                error,
+            })?;
+        }
+        f(k, v)?;
+        rest = r;
+    }
+    Ok(())
+}
+
+fn set_once<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), ParamError> {
+    if slot.is_some() {
+        return Err(ParamError::Duplicate(name.to_owned()));
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn need<'a>(v: Option<&'a str>, name: &'static str) -> Result<&'a str, ParamError> {
+    v.ok_or(ParamError::MissingValue(name))
+}
+
+fn other_param(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Result<(), ParamError> {
+    if other.iter().any(|p| p.keyword.is(k)) {
+        return Err(ParamError::Duplicate(k.to_owned()));
+    }
+    // Invariant: both were validated by `for_each_param`.
+    other.push(EsmtpParam {
+        keyword: EsmtpKeyword::try_from(k).map_err(ParamError::Keyword)?,
+        value: v
+            .map(EsmtpValue::try_from)
+            .transpose()
+            .map_err(|error| ParamError::Value {
+                keyword: k.to_owned(),
+                error,
+            })?,
+    });
+    Ok(())
+}
+
+fn parse_u64(v: &str) -> Option<u64> {
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+impl MailParams {
+    /// Parses the parameter list after the reverse path (including each leading space).
+    pub(crate) fn parse(s: &str) -> Result<MailParams, ParamError> {
+        let mut p = MailParams::default();
+        for_each_param(s, |k, v| {
+            let kw = k.as_bytes();
+            if kw.eq_ignore_ascii_case(b"SIZE") {
+                let n = parse_u64(need(v, "SIZE")?).ok_or(ParamError::InvalidSize)?;
+                set_once(&mut p.size, "SIZE", n)
+            } else if kw.eq_ignore_ascii_case(b"BODY") {
+                let v = need(v, "BODY")?;
+                let body = if v.eq_ignore_ascii_case("8BITMIME") {
+                    Body::EightBitMime
+                } else if v.eq_ignore_ascii_case("7BIT") {
+                    Body::SevenBit
+                } else if v.eq_ignore_ascii_case("BINARYMIME") {
+                    Body::BinaryMime
+                } else {
+                    return Err(ParamError::InvalidBody);
+                };
+                set_once(&mut p.body, "BODY", body)
+            } else if kw.eq_ignore_ascii_case(b"SMTPUTF8") {
+                if v.is_some() {
+                    return Err(ParamError::UnexpectedValue("SMTPUTF8"));
+                }
+                if p.smtputf8 {
+                    return Err(ParamError::Duplicate("SMTPUTF8".to_owned()));
+                }
+                p.smtputf8 = true;
+                Ok(())
+            } else if kw.eq_ignore_ascii_case(b"RET") {
+                let v = need(v, "RET")?;
+                let ret = if v.eq_ignore_ascii_case("FULL") {
+                    Ret::Full
+                } else if v.eq_ignore_ascii_case("HDRS") {
+                    Ret::Hdrs
+                } else {
+                    return Err(ParamError::InvalidRet);
+                };
+                set_once(&mut p.ret, "RET", ret)
+            } else if kw.eq_ignore_ascii_case(b"ENVID") {
+                let x = XText::decode(need(v, "ENVID")?).map_err(|error| ParamError::Xtext {
+                    keyword: "ENVID",
+                    error,
+                })?;
+                set_once(&mut p.envid, "ENVID", x)
+            } else if kw.eq_ignore_ascii_case(b"AUTH") {
+                let v = need(v, "AUTH")?;
+                let auth = if v == "<>" {
+                    MailAuth::Unknown
+                } else {
+                    let x = XText::decode(v).map_err(|error| ParamError::Xtext {
+                        keyword: "AUTH",
+                        error,
+                    })?;
+                    MailAuth::Mailbox(
+                        Mailbox::try_from(x.as_str()).map_err(ParamError::AuthMailbox)?,
+                    )
+                };
+                set_once(&mut p.auth, "AUTH", auth)
+            } else {
+                other_param(k, v, &mut p.other)
+            }
+        })?;
+        Ok(p)
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        if let Some(n) = self.size {
+            out.put_slice(b" SIZE=");
+            put_u64(out, n);
+        }
+        if let Some(b) = self.body {
+            out.put_slice(b" BODY=");
+            out.put_slice(b.as_str().as_bytes());
+        }
+        if self.smtputf8 {
+            out.put_slice(b" SMTPUTF8");
+        }
+        if let Some(r) = self.ret {
+            out.put_slice(b" RET=");
+            out.put_slice(r.as_str().as_bytes());
+        }
+        if let Some(e) = &self.envid {
+            out.put_slice(b" ENVID=");
+            e.encode_into(out);
+        }
+        match &self.auth {
+            None => {}
+            Some(MailAuth::Unknown) => out.put_slice(b" AUTH=<>"),
+            Some(MailAuth::Mailbox(m)) => {
+                out.put_slice(b" AUTH=");
+                encode_xtext(m.as_str(), out);
+            }
+        }
+        for p in &self.other {
+            p.encode(out);
+        }
+    }
+}
+
+impl RcptParams {
+    /// Parses the parameter list after the forward path (including each leading space).
+    pub(crate) fn parse(s: &str) -> Result<RcptParams, ParamError> {
+        let mut p = RcptParams::default();
+        for_each_param(s, |k, v| {
+            if k.eq_ignore_ascii_case("NOTIFY") {
+                let n = Notify::parse(need(v, "NOTIFY")?)?;
+                set_once(&mut p.notify, "NOTIFY", n)
+            } else if k.eq_ignore_ascii_case("ORCPT") {
+                let v = need(v, "ORCPT")?;
+                let (t, a) = v.split_once(';').ok_or(ParamError::InvalidOrcpt)?;
+                let addr_type = EsmtpKeyword::try_from(t).map_err(|_| ParamError::InvalidOrcpt)?;
+                let addr = XText::decode(a).map_err(|error| ParamError::Xtext {
+                    keyword: "ORCPT",
+                    error,
+                })?;
+                set_once(&mut p.orcpt, "ORCPT", Orcpt { addr_type, addr })
+            } else {
+                other_param(k, v, &mut p.other)
+            }
+        })?;
+        Ok(p)
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) {
+        if let Some(n) = self.notify {
+            out.put_slice(b" NOTIFY=");
+            n.encode(out);
+        }
+        if let Some(o) = &self.orcpt {
+            out.put_slice(b" ORCPT=");
+            out.put_slice(o.addr_type.as_str().as_bytes());
+            out.put_u8(b';');
+            o.addr.encode_into(out);
+        }
+        for p in &self.other {
+            p.encode(out);
+        }
+    }
+}
+
+pub(crate) fn put_u64(out: &mut BytesMut, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // `n % 10` is below 10, so the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(x: &XText) -> String {
+        x.to_string()
+    }
+
+    #[test]
+    fn xtext_known_answers() {
+        let ok: &[(&str, &str)] = &[
+            ("abc", "abc"),
+            ("a+2Bb", "a+b"),
+            ("+3D", "="),
+            ("+20x", " x"),
+            ("+C3+A9", "é"),
+        ];
+        for (wire, value) in ok {
+            let x = XText::decode(wire).unwrap();
+            assert_eq!(x.as_str(), *value, "{wire}");
+            assert_eq!(&enc(&x), wire);
+        }
+        let bad: &[(&str, XtextError)] = &[
+            ("", XtextError::Empty),
+            ("a+2b", XtextError::BadHexchar(1)),
+            ("a+2", XtextError::BadHexchar(1)),
+            ("a=b", XtextError::InvalidByte(b'=')),
+            ("a b", XtextError::InvalidByte(b' ')),
+            ("+0D+0A", XtextError::ControlCharacter('\r')),
+            ("+00", XtextError::ControlCharacter('\0')),
+            ("+FF", XtextError::NotUtf8),
+        ];
+        for (wire, err) in bad {
+            assert_eq!(XText::decode(wire).unwrap_err(), *err, "{wire}");
+        }
+        assert_eq!(
+            XText::try_from("a\nb").unwrap_err(),
+            XtextError::ControlCharacter('\n')
+        );
+    }
+
+    #[test]
+    fn xtext_encodes_plus_and_equals() {
+        let x = XText::try_from("a+b=c d").unwrap();
+        assert_eq!(enc(&x), "a+2Bb+3Dc+20d");
+        assert_eq!(XText::decode(&enc(&x)).unwrap(), x);
+    }
+
+    #[test]
+    fn mail_params_known_answers() {
+        let p = MailParams::parse(
+            " SIZE=1000 BODY=8bitmime SMTPUTF8 RET=HDRS ENVID=QQ+2B1 AUTH=a+2Bb@c.d X-A=1 X-B",
+        )
+        .unwrap();
+        assert_eq!(p.size, Some(1000));
+        assert_eq!(p.body, Some(Body::EightBitMime));
+        assert!(p.smtputf8);
+        assert_eq!(p.ret, Some(Ret::Hdrs));
+        assert_eq!(p.envid.as_ref().unwrap().as_str(), "QQ+1");
+        assert_eq!(
+            p.auth,
+            Some(MailAuth::Mailbox(Mailbox::try_from("a+b@c.d").unwrap()))
+        );
+        assert_eq!(p.other.len(), 2);
+        assert_eq!(p.other[1].value, None);
+        assert_eq!(
+            MailParams::parse(" AUTH=<>").unwrap().auth,
+            Some(MailAuth::Unknown)
+        );
+
+        let bad: &[(&str, ParamError)] = &[
+            ("SIZE=1", ParamError::Malformed),
+            (" SIZE=1  BODY=7BIT", ParamError::Malformed),
+            (" SIZE=x", ParamError::InvalidSize),
+            (" SIZE=99999999999999999999", ParamError::InvalidSize),
+            (" SIZE", ParamError::MissingValue("SIZE")),
+            (" SIZE=1 SIZE=2", ParamError::Duplicate("SIZE".into())),
+            (" BODY=9BIT", ParamError::InvalidBody),
+            (" RET=ALL", ParamError::InvalidRet),
+            (" SMTPUTF8=yes", ParamError::UnexpectedValue("SMTPUTF8")),
+            (" X-A=1 x-a=2", ParamError::Duplicate("x-a".into())),
+            (
+                " -X=1",
+                ParamError::Keyword(TokenError::InvalidCharacter('-')),
+            ),
+            (
+                " ENVID=a+2",
+                ParamError::Xtext {
+                    keyword: "ENVID",
+                    error: XtextError::BadHexchar(1),
+                },
+            ),
+            (
+                " AUTH=nobody",
+                ParamError::AuthMailbox(AddressError::MissingAt),
+            ),
+        ];
+        for (s, err) in bad {
+            assert_eq!(MailParams::parse(s).unwrap_err(), *err, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn rcpt_params_known_answers() {
+        let p = RcptParams::parse(" NOTIFY=failure,DELAY ORCPT=rfc822;a+2Bb@c.d").unwrap();
+        assert_eq!(
+            p.notify,
+            Some(Notify::On {
+                success: false,
+                failure: true,
+                delay: true
+            })
+        );
+        let o = p.orcpt.unwrap();
+        assert_eq!(o.addr_type.as_str(), "rfc822");
+        assert_eq!(o.addr.as_str(), "a+b@c.d");
+        assert_eq!(
+            RcptParams::parse(" NOTIFY=NEVER").unwrap().notify,
+            Some(Notify::Never)
+        );
+        let bad: &[(&str, ParamError)] = &[
+            (" NOTIFY=NEVER,SUCCESS", ParamError::InvalidNotify),
+            (" NOTIFY=SUCCESS,SUCCESS", ParamError::InvalidNotify),
+            (" NOTIFY=", ParamError::MissingValue("NOTIFY")),
+            (" NOTIFY=SOMETIMES", ParamError::InvalidNotify),
+            (" ORCPT=rfc822", ParamError::InvalidOrcpt),
+            (" ORCPT=;a@b", ParamError::InvalidOrcpt),
+            (
+                " ORCPT=rfc822;a+0Db",
+                ParamError::Xtext {
+                    keyword: "ORCPT",
+                    error: XtextError::ControlCharacter('\r'),
+                },
+            ),
+        ];
+        for (s, err) in bad {
+            assert_eq!(RcptParams::parse(s).unwrap_err(), *err, "{s:?}");
+        }
+    }
+}
