@@ -1,0 +1,593 @@
+//! Server mechanisms (PLAIN, LOGIN, CRAM-MD5) for an SMTP server, checking credentials through
+//! the application's [`CredentialStore`].
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+
+use crate::client::{hex, hmac_md5};
+use crate::{Mechanism, SaslError, Secret};
+
+/// The store's answer to "are these credentials right?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The credentials are valid and the authcid may act as the authzid.
+    Accept,
+    /// Wrong password, unknown user or forbidden authzid — deliberately one answer.
+    Reject,
+    /// The store cannot answer now (database down): SMTP 454 4.7.0.
+    TemporaryFailure,
+}
+
+/// The store's answer to a shared-secret lookup (CRAM-MD5).
+#[derive(Debug)]
+pub enum Lookup {
+    /// The user's password (CRAM-MD5 needs the plaintext-equivalent secret).
+    Found(Secret<String>),
+    /// No such user, or the user may not use this mechanism.
+    NotFound,
+    /// The store cannot answer now.
+    TemporaryFailure,
+}
+
+/// The application's credential check.
+///
+/// Implementations should take the same time for an unknown user as for a wrong password (hash
+/// against a dummy verifier); the mechanisms here already return the same
+/// [`AuthFailure::Rejected`] for both.
+pub trait CredentialStore {
+    /// Checks a password (PLAIN, LOGIN). `authzid` is `None` when the client asked to act as
+    /// itself.
+    fn verify_password(
+        &self,
+        authcid: &str,
+        password: &Secret<String>,
+        authzid: Option<&str>,
+    ) -> Verdict;
+
+    /// The CRAM-MD5 shared secret for `authcid`. The default finds nobody, so a store that keeps
+    /// only password hashes simply rejects CRAM-MD5 (and should not advertise it).
+    fn cram_md5_secret(&self, authcid: &str) -> Lookup {
+        let _ = authcid;
+        Lookup::NotFound
+    }
+}
+
+/// Server-side settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerOptions {
+    /// The host name in CRAM-MD5 challenges (`<random@hostname>`, RFC 2195 §2).
+    pub hostname: String,
+    /// A fixed CRAM-MD5 challenge body instead of random digits; for tests only.
+    pub challenge_nonce: Option<String>,
+    /// The longest authcid, authzid or password accepted, in octets. Default 1,024
+    /// (RFC 4616 §2 requires at least 255).
+    pub max_field_len: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            hostname: String::from("localhost"),
+            challenge_nonce: None,
+            max_field_len: 1024,
+        }
+    }
+}
+
+/// Who authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The authentication identity.
+    pub authcid: String,
+    /// The authorization identity, when the client asked for one.
+    pub authzid: Option<String>,
+}
+
+/// Why an exchange failed, with the reply each protocol sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// Wrong credentials, unknown user or forbidden authzid: 535 5.7.8.
+    Rejected,
+    /// The response does not follow the mechanism's syntax, or a call came out of sequence:
+    /// 501 5.5.2.
+    Malformed,
+    /// The client sent `*`: 501 5.7.0.
+    Cancelled,
+    /// The store could not answer: 454 4.7.0.
+    Temporary,
+}
+
+impl AuthFailure {
+    /// The SMTP reply (RFC 4954 §6): code, enhanced code, text.
+    pub fn smtp_reply(self) -> (u16, (u8, u16, u16), &'static str) {
+        match self {
+            AuthFailure::Rejected => (535, (5, 7, 8), "Authentication credentials invalid"),
+            AuthFailure::Malformed => (501, (5, 5, 2), "Cannot decode response"),
+            AuthFailure::Cancelled => (501, (5, 7, 0), "Authentication cancelled"),
+            AuthFailure::Temporary => (454, (4, 7, 0), "Temporary authentication failure"),
+        }
+    }
+}
+
+/// What the server sends next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerStep {
+    /// A challenge (raw bytes: base64-encode it with [`crate::framing::encode_challenge`]).
+    Challenge(Vec<u8>),
+    /// The store accepted these credentials: 235 2.7.0.
+    Success(Authenticated),
+    /// The exchange is over and failed.
+    Failure(AuthFailure),
+}
+
+enum State {
+    Start,
+    PlainAwaiting,
+    LoginUser,
+    LoginPassword { username: String },
+    CramAwaiting { challenge: String },
+    Done,
+}
+
+/// One server-side exchange. It reports [`ServerStep::Success`] only when the store said
+/// [`Verdict::Accept`] for exactly the credentials the client sent (PLAIN, LOGIN), or when the
+/// client's digest matches the store's secret (CRAM-MD5); and at most once.
+pub struct ServerSession {
+    mechanism: Mechanism,
+    options: ServerOptions,
+    state: State,
+}
+
+impl fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("mechanism", &self.mechanism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    /// A new exchange; [`SaslError::Unsupported`] for mechanisms other than PLAIN, LOGIN and
+    /// CRAM-MD5.
+    pub fn new(mechanism: Mechanism, options: &ServerOptions) -> Result<ServerSession, SaslError> {
+        match mechanism {
+            Mechanism::Plain | Mechanism::Login | Mechanism::CramMd5 => Ok(ServerSession {
+                mechanism,
+                options: options.clone(),
+                state: State::Start,
+            }),
+            other => Err(SaslError::Unsupported(other)),
+        }
+    }
+
+    /// The mechanisms this side implements, in advertising order.
+    pub const MECHANISMS: [Mechanism; 3] = [Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login];
+
+    /// The mechanism being run.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    /// Handles `AUTH <mech> [initial-response]` (already decoded, `=` as empty).
+    pub fn start<S: CredentialStore + ?Sized>(
+        &mut self,
+        initial_response: Option<&[u8]>,
+        store: &S,
+    ) -> ServerStep {
+        if !matches!(self.state, State::Start) {
+            return self.fail(AuthFailure::Malformed);
+        }
+        match (self.mechanism, initial_response) {
+            (Mechanism::Plain, Some(ir)) => self.plain(ir, store),
+            (Mechanism::Plain, None) => {
+                self.state = State::PlainAwaiting;
+                ServerStep::Challenge(Vec::new())
+            }
+            (Mechanism::Login, Some(ir)) => {
+                // Some clients send the username as an initial response.
+                self.state = State::LoginUser;
+                self.step(ir, store)
+            }
+            (Mechanism::Login, None) => {
+                self.state = State::LoginUser;
+                ServerStep::Challenge(b"Username:".to_vec())
+            }
+            // RFC 2195: the server speaks first; an initial response is a protocol error.
+            (Mechanism::CramMd5, Some(_)) => self.fail(AuthFailure::Malformed),
+            (Mechanism::CramMd5, None) => match self.cram_challenge() {
+                Some(challenge) => {
+                    let bytes = challenge.as_bytes().to_vec();
+                    self.state = State::CramAwaiting { challenge };
+                    ServerStep::Challenge(bytes)
+                }
+                None => self.fail(AuthFailure::Temporary),
+            },
+            _ => self.fail(AuthFailure::Malformed),
+        }
+    }
+
+    /// Handles a client response line (already decoded).
+    pub fn step<S: CredentialStore + ?Sized>(&mut self, response: &[u8], store: &S) -> ServerStep {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::PlainAwaiting => self.plain(response, store),
+            State::LoginUser => match self.field(response) {
+                Some(u) if !u.is_empty() => {
+                    self.state = State::LoginPassword {
+                        username: u.to_owned(),
+                    };
+                    ServerStep::Challenge(b"Password:".to_vec())
+                }
+                _ => self.fail(AuthFailure::Malformed),
+            },
+            State::LoginPassword { username } => match self.field(response) {
+                Some(p) if !p.is_empty() => {
+                    let pw = Secret::new(p.to_owned());
+                    self.verdict(store.verify_password(&username, &pw, None), username, None)
+                }
+                _ => self.fail(AuthFailure::Malformed),
+            },
+            State::CramAwaiting { challenge } => self.cram(&challenge, response, store),
+            State::Start | State::Done => self.fail(AuthFailure::Malformed),
+        }
+    }
+
+    /// Handles `*`: the client gave up.
+    pub fn cancel(&mut self) -> ServerStep {
+        self.fail(AuthFailure::Cancelled)
+    }
+
+    fn fail(&mut self, failure: AuthFailure) -> ServerStep {
+        self.state = State::Done;
+        ServerStep::Failure(failure)
+    }
+
+    fn field<'a>(&self, bytes: &'a [u8]) -> Option<&'a str> {
+        if bytes.len() > self.options.max_field_len || bytes.contains(&0) {
+            return None;
+        }
+        std::str::from_utf8(bytes).ok()
+    }
+
+    fn verdict(&mut self, v: Verdict, authcid: String, authzid: Option<String>) -> ServerStep {
+        self.state = State::Done;
+        match v {
+            Verdict::Accept => ServerStep::Success(Authenticated { authcid, authzid }),
+            Verdict::Reject => ServerStep::Failure(AuthFailure::Rejected),
+            Verdict::TemporaryFailure => ServerStep::Failure(AuthFailure::Temporary),
+        }
+    }
+
+    /// RFC 4616 §2: `message = [authzid] UTF8NUL authcid UTF8NUL passwd`.
+    fn plain<S: CredentialStore + ?Sized>(&mut self, msg: &[u8], store: &S) -> ServerStep {
+        let mut parts = msg.split(|&b| b == 0);
+        let (Some(z), Some(c), Some(p), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return self.fail(AuthFailure::Malformed);
+        };
+        let (Some(z), Some(c), Some(p)) = (self.field(z), self.field(c), self.field(p)) else {
+            return self.fail(AuthFailure::Malformed);
+        };
+        if c.is_empty() || p.is_empty() {
+            return self.fail(AuthFailure::Malformed);
+        }
+        let authzid = (!z.is_empty()).then(|| z.to_owned());
+        let pw = Secret::new(p.to_owned());
+        let v = store.verify_password(c, &pw, authzid.as_deref());
+        self.verdict(v, c.to_owned(), authzid)
+    }
+
+    fn cram_challenge(&self) -> Option<String> {
+        let body = match &self.options.challenge_nonce {
+            Some(n) => n.clone(),
+            None => {
+                let mut raw = [0u8; 16];
+                getrandom::getrandom(&mut raw).ok()?;
+                let a = u64::from_le_bytes(raw[..8].try_into().ok()?);
+                let b = u64::from_le_bytes(raw[8..].try_into().ok()?);
+                format!("{a}.{b}")
+            }
+        };
+        Some(format!("<{body}@{}>", self.options.hostname))
+    }
+
+    /// RFC 2195 §2: `username SP 32 lowercase hex digits`.
+    fn cram<S: CredentialStore + ?Sized>(
+        &mut self,
+        challenge: &str,
+        resp: &[u8],
+        store: &S,
+    ) -> ServerStep {
+        let Some(text) = self.field(resp) else {
+            return self.fail(AuthFailure::Malformed);
+        };
+        let Some((user, digest)) = text.rsplit_once(' ') else {
+            return self.fail(AuthFailure::Malformed);
+        };
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if user.is_empty() || digest.len() != 32 || !digest.bytes().all(lower_hex) {
+            return self.fail(AuthFailure::Malformed);
+        }
+        let (secret, known) = match store.cram_md5_secret(user) {
+            Lookup::Found(s) => (s, true),
+            // Compute against a throwaway secret so an unknown user costs the same time.
+            Lookup::NotFound => (Secret::new(String::from("\0unknown-user\0")), false),
+            Lookup::TemporaryFailure => return self.fail(AuthFailure::Temporary),
+        };
+        let expected = hex(&hmac_md5(secret.expose().as_bytes(), challenge.as_bytes()));
+        let matches = bool::from(expected.as_bytes().ct_eq(digest.as_bytes()));
+        let v = if matches && known {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        };
+        self.verdict(v, user.to_owned(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientOptions, ClientSession, Credentials};
+    use std::cell::RefCell;
+
+    /// Accepts exactly alice / wonderland (authzid none or "alice"); records every call.
+    #[derive(Default)]
+    struct Store {
+        calls: RefCell<Vec<(String, String, Option<String>)>>,
+        down: bool,
+    }
+
+    impl CredentialStore for Store {
+        fn verify_password(
+            &self,
+            authcid: &str,
+            pw: &Secret<String>,
+            authzid: Option<&str>,
+        ) -> Verdict {
+            self.calls.borrow_mut().push((
+                authcid.into(),
+                pw.expose().clone(),
+                authzid.map(Into::into),
+            ));
+            if self.down {
+                return Verdict::TemporaryFailure;
+            }
+            let ok = authcid == "alice"
+                && pw.expose() == "wonderland"
+                && matches!(authzid, None | Some("alice"));
+            if ok { Verdict::Accept } else { Verdict::Reject }
+        }
+        fn cram_md5_secret(&self, authcid: &str) -> Lookup {
+            match (self.down, authcid) {
+                (true, _) => Lookup::TemporaryFailure,
+                (false, "tim") => Lookup::Found(Secret::from("tanstaaftanstaaf")),
+                _ => Lookup::NotFound,
+            }
+        }
+    }
+
+    fn opts() -> ServerOptions {
+        ServerOptions {
+            hostname: "postoffice.reston.mci.net".into(),
+            challenge_nonce: Some("1896.697170952".into()),
+            ..ServerOptions::default()
+        }
+    }
+
+    fn session(m: Mechanism) -> ServerSession {
+        ServerSession::new(m, &opts()).unwrap()
+    }
+
+    fn ok(authcid: &str, authzid: Option<&str>) -> ServerStep {
+        ServerStep::Success(Authenticated {
+            authcid: authcid.into(),
+            authzid: authzid.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn plain_table() {
+        let store = Store::default();
+        let table: &[(&[u8], ServerStep)] = &[
+            (b"\0alice\0wonderland", ok("alice", None)),
+            (b"alice\0alice\0wonderland", ok("alice", Some("alice"))),
+            (
+                b"bob\0alice\0wonderland",
+                ServerStep::Failure(AuthFailure::Rejected),
+            ),
+            (
+                b"\0alice\0wrong",
+                ServerStep::Failure(AuthFailure::Rejected),
+            ),
+            (
+                b"\0mallory\0wonderland",
+                ServerStep::Failure(AuthFailure::Rejected),
+            ),
+            (b"\0alice\0", ServerStep::Failure(AuthFailure::Malformed)),
+            (
+                b"\0\0wonderland",
+                ServerStep::Failure(AuthFailure::Malformed),
+            ),
+            (
+                b"alice\0wonderland",
+                ServerStep::Failure(AuthFailure::Malformed),
+            ),
+            (
+                b"\0alice\0wonderland\0",
+                ServerStep::Failure(AuthFailure::Malformed),
+            ),
+            (b"", ServerStep::Failure(AuthFailure::Malformed)),
+            (
+                b"\0alice\0wonder\xffland",
+                ServerStep::Failure(AuthFailure::Malformed),
+            ),
+        ];
+        for (msg, want) in table {
+            let mut s = session(Mechanism::Plain);
+            assert_eq!(&s.start(Some(msg), &store), want, "{msg:?}");
+            // Nothing more after the outcome, and never a second success.
+            assert_eq!(
+                s.step(b"\0alice\0wonderland", &store),
+                ServerStep::Failure(AuthFailure::Malformed)
+            );
+        }
+        let mut s = session(Mechanism::Plain);
+        assert_eq!(s.start(None, &store), ServerStep::Challenge(vec![]));
+        assert_eq!(s.step(b"\0alice\0wonderland", &store), ok("alice", None));
+        let long = format!("\0alice\0{}", "x".repeat(1025));
+        assert_eq!(
+            session(Mechanism::Plain).start(Some(long.as_bytes()), &store),
+            ServerStep::Failure(AuthFailure::Malformed)
+        );
+    }
+
+    #[test]
+    fn unknown_user_and_wrong_password_look_the_same() {
+        let store = Store::default();
+        let a = session(Mechanism::Plain).start(Some(b"\0nobody\0wonderland"), &store);
+        let b = session(Mechanism::Plain).start(Some(b"\0alice\0nope"), &store);
+        assert_eq!(a, b);
+        let mut c = session(Mechanism::CramMd5);
+        c.start(None, &store);
+        let unknown = c.step(b"nobody b913a602c7eda7a495b4e6e7334d3890", &store);
+        let mut c = session(Mechanism::CramMd5);
+        c.start(None, &store);
+        let wrong = c.step(b"tim 0000000000000000000000000000000f", &store);
+        assert_eq!(unknown, wrong);
+        assert_eq!(unknown, ServerStep::Failure(AuthFailure::Rejected));
+    }
+
+    #[test]
+    fn login_flow() {
+        let store = Store::default();
+        let mut s = session(Mechanism::Login);
+        assert_eq!(
+            s.start(None, &store),
+            ServerStep::Challenge(b"Username:".to_vec())
+        );
+        assert_eq!(
+            s.step(b"alice", &store),
+            ServerStep::Challenge(b"Password:".to_vec())
+        );
+        assert_eq!(s.step(b"wonderland", &store), ok("alice", None));
+        let mut s = session(Mechanism::Login);
+        assert_eq!(
+            s.start(Some(b"alice"), &store),
+            ServerStep::Challenge(b"Password:".to_vec())
+        );
+        assert_eq!(
+            s.step(b"bad", &store),
+            ServerStep::Failure(AuthFailure::Rejected)
+        );
+        let mut s = session(Mechanism::Login);
+        s.start(None, &store);
+        assert_eq!(
+            s.step(b"", &store),
+            ServerStep::Failure(AuthFailure::Malformed)
+        );
+        let mut s = session(Mechanism::Login);
+        s.start(None, &store);
+        assert_eq!(s.cancel(), ServerStep::Failure(AuthFailure::Cancelled));
+        assert_eq!(
+            s.step(b"alice", &store),
+            ServerStep::Failure(AuthFailure::Malformed)
+        );
+    }
+
+    #[test]
+    fn cram_md5_rfc_2195_both_sides() {
+        let store = Store::default();
+        let mut s = session(Mechanism::CramMd5);
+        let ServerStep::Challenge(ch) = s.start(None, &store) else {
+            panic!()
+        };
+        assert_eq!(ch, b"<1896.697170952@postoffice.reston.mci.net>");
+        let mut c = ClientSession::new(
+            Mechanism::CramMd5,
+            &Credentials::new("tim").with_password("tanstaaftanstaaf"),
+            &ClientOptions::default(),
+        )
+        .unwrap();
+        let r = c.step(&ch).unwrap();
+        assert_eq!(s.step(r.expose(), &store), ok("tim", None));
+    }
+
+    #[test]
+    fn cram_md5_malformed_and_temporary() {
+        let store = Store::default();
+        for bad in [
+            &b"tim"[..],
+            b"tim B913A602C7EDA7A495B4E6E7334D3890",
+            b"tim b913a602c7eda7a495b4e6e7334d389",
+            b" b913a602c7eda7a495b4e6e7334d3890",
+            b"tim b913a602c7eda7a495b4e6e7334d3890\0",
+        ] {
+            let mut s = session(Mechanism::CramMd5);
+            s.start(None, &store);
+            assert_eq!(
+                s.step(bad, &store),
+                ServerStep::Failure(AuthFailure::Malformed),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            session(Mechanism::CramMd5).start(Some(b"x"), &store),
+            ServerStep::Failure(AuthFailure::Malformed)
+        );
+        let down = Store {
+            down: true,
+            ..Store::default()
+        };
+        let mut s = session(Mechanism::CramMd5);
+        s.start(None, &down);
+        assert_eq!(
+            s.step(b"tim b913a602c7eda7a495b4e6e7334d3890", &down),
+            ServerStep::Failure(AuthFailure::Temporary)
+        );
+        assert_eq!(
+            session(Mechanism::Plain).start(Some(b"\0alice\0wonderland"), &down),
+            ServerStep::Failure(AuthFailure::Temporary)
+        );
+    }
+
+    #[test]
+    fn random_challenges_are_fresh() {
+        let o = ServerOptions {
+            hostname: "mx.example".into(),
+            ..ServerOptions::default()
+        };
+        let store = Store::default();
+        let a = ServerSession::new(Mechanism::CramMd5, &o)
+            .unwrap()
+            .start(None, &store);
+        let b = ServerSession::new(Mechanism::CramMd5, &o)
+            .unwrap()
+            .start(None, &store);
+        assert_ne!(a, b);
+        let ServerStep::Challenge(a) = a else {
+            panic!()
+        };
+        assert!(a.starts_with(b"<") && a.ends_with(b"@mx.example>"));
+    }
+
+    #[test]
+    fn unsupported_mechanisms() {
+        for m in [
+            Mechanism::ScramSha256,
+            Mechanism::Ntlm,
+            Mechanism::Apop,
+            Mechanism::XOAuth2,
+        ] {
+            assert_eq!(
+                ServerSession::new(m, &opts()).map(|_| ()),
+                Err(SaslError::Unsupported(m))
+            );
+        }
+        assert_eq!(AuthFailure::Rejected.smtp_reply().0, 535);
+        assert_eq!(AuthFailure::Temporary.smtp_reply().1, (4, 7, 0));
+    }
+}
