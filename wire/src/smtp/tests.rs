@@ -1,1 +1,1025 @@
+//! Known-answer, negative, round-trip and security tests for the SMTP grammar.
 
+use bytes::BytesMut;
+use proptest::prelude::*;
+
+use super::*;
+use crate::types::{
+    AddressError, AuthInitialResponse, Domain, DomainError, EsmtpKeyword, EsmtpValue, ForwardPath,
+    LocalPart, Mailbox, ReversePath, SaslMechanism, SmtpText, TokenError,
+};
+
+fn enc(c: &Command) -> String {
+    let mut b = BytesMut::new();
+    c.encode(&mut b);
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+fn mb(s: &str) -> Mailbox {
+    Mailbox::try_from(s).unwrap()
+}
+
+fn parse(s: &str) -> Result<Command, CommandError> {
+    Command::parse(s.as_bytes())
+}
+
+#[test]
+fn command_known_answers() {
+    let cases: Vec<(&str, Command, &str)> = vec![
+        (
+            "EHLO client.example.org",
+            Command::Ehlo(Domain::try_from("client.example.org").unwrap()),
+            "EHLO client.example.org\r\n",
+        ),
+        (
+            "ehlo [192.0.2.1]",
+            Command::Ehlo(Domain::try_from("[192.0.2.1]").unwrap()),
+            "EHLO [192.0.2.1]\r\n",
+        ),
+        (
+            "HELO a.b",
+            Command::Helo(Domain::try_from("a.b").unwrap()),
+            "HELO a.b\r\n",
+        ),
+        (
+            "MAIL FROM:<>",
+            Command::Mail {
+                from: ReversePath::Null,
+                params: MailParams::default(),
+            },
+            "MAIL FROM:<>\r\n",
+        ),
+        (
+            "Mail From: <a@b.org>",
+            Command::Mail {
+                from: mb("a@b.org").into(),
+                params: MailParams::default(),
+            },
+            "MAIL FROM:<a@b.org>\r\n",
+        ),
+        (
+            "MAIL FROM:<a@b.org> SIZE=12345 BODY=8BITMIME",
+            Command::Mail {
+                from: mb("a@b.org").into(),
+                params: MailParams {
+                    size: Some(12345),
+                    body: Some(Body::EightBitMime),
+                    ..MailParams::default()
+                },
+            },
+            "MAIL FROM:<a@b.org> SIZE=12345 BODY=8BITMIME\r\n",
+        ),
+        (
+            "RCPT TO:<Postmaster>",
+            Command::Rcpt {
+                to: ForwardPath::Postmaster,
+                params: RcptParams::default(),
+            },
+            "RCPT TO:<Postmaster>\r\n",
+        ),
+        (
+            "rcpt to:<c@d.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d.org",
+            Command::Rcpt {
+                to: mb("c@d.org").into(),
+                params: RcptParams {
+                    notify: Some(Notify::On {
+                        success: true,
+                        failure: true,
+                        delay: false,
+                    }),
+                    orcpt: Some(Orcpt {
+                        addr_type: EsmtpKeyword::try_from("rfc822").unwrap(),
+                        addr: XText::try_from("c@d.org").unwrap(),
+                    }),
+                    ..RcptParams::default()
+                },
+            },
+            "RCPT TO:<c@d.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d.org\r\n",
+        ),
+        ("DATA", Command::Data, "DATA\r\n"),
+        ("data", Command::Data, "DATA\r\n"),
+        ("RSET", Command::Rset, "RSET\r\n"),
+        ("QUIT", Command::Quit, "QUIT\r\n"),
+        ("StartTLS", Command::StartTls, "STARTTLS\r\n"),
+        ("NOOP", Command::Noop(None), "NOOP\r\n"),
+        (
+            "NOOP hello there",
+            Command::Noop(Some(SmtpText::try_from("hello there").unwrap())),
+            "NOOP hello there\r\n",
+        ),
+        ("HELP", Command::Help(None), "HELP\r\n"),
+        (
+            "HELP MAIL",
+            Command::Help(Some(SmtpText::try_from("MAIL").unwrap())),
+            "HELP MAIL\r\n",
+        ),
+        (
+            "VRFY Smith",
+            Command::Vrfy(SmtpText::try_from("Smith").unwrap()),
+            "VRFY Smith\r\n",
+        ),
+        (
+            "EXPN list",
+            Command::Expn(SmtpText::try_from("list").unwrap()),
+            "EXPN list\r\n",
+        ),
+        (
+            "AUTH plain",
+            Command::Auth {
+                mechanism: SaslMechanism::try_from("PLAIN").unwrap(),
+                initial_response: None,
+            },
+            "AUTH PLAIN\r\n",
+        ),
+        (
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            Command::Auth {
+                mechanism: SaslMechanism::try_from("PLAIN").unwrap(),
+                initial_response: Some(
+                    AuthInitialResponse::try_from("AGFsaWNlAHNlY3JldA==").unwrap(),
+                ),
+            },
+            "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        ),
+        (
+            "AUTH EXTERNAL =",
+            Command::Auth {
+                mechanism: SaslMechanism::try_from("EXTERNAL").unwrap(),
+                initial_response: Some(AuthInitialResponse::try_from("=").unwrap()),
+            },
+            "AUTH EXTERNAL =\r\n",
+        ),
+        (
+            "BDAT 1000",
+            Command::Bdat {
+                size: 1000,
+                last: false,
+            },
+            "BDAT 1000\r\n",
+        ),
+        (
+            "bdat 0 last",
+            Command::Bdat {
+                size: 0,
+                last: true,
+            },
+            "BDAT 0 LAST\r\n",
+        ),
+    ];
+    for (line, cmd, wire) in cases {
+        assert_eq!(parse(line).unwrap(), cmd, "{line}");
+        assert_eq!(enc(&cmd), wire, "{line}");
+        assert_eq!(
+            Command::parse(wire.trim_end().as_bytes()).unwrap(),
+            cmd,
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn command_negatives() {
+    let cases: &[(&str, CommandError)] = &[
+        ("", CommandError::UnknownCommand),
+        ("FOO", CommandError::UnknownCommand),
+        ("XSTARTTLS", CommandError::UnknownCommand),
+        ("STARTTLSX", CommandError::UnknownCommand),
+        ("MAILX FROM:<>", CommandError::UnknownCommand),
+        ("DATAX", CommandError::UnknownCommand),
+        ("DATA x", CommandError::UnexpectedArgument("DATA")),
+        ("QUIT now", CommandError::UnexpectedArgument("QUIT")),
+        ("EHLO", CommandError::MissingArgument("EHLO")),
+        ("EHLO ", CommandError::Syntax("EHLO")),
+        (
+            "EHLO a_b",
+            CommandError::Domain(DomainError::InvalidCharacter('_')),
+        ),
+        (
+            "HELO a b",
+            CommandError::Domain(DomainError::InvalidCharacter(' ')),
+        ),
+        ("MAIL", CommandError::MissingArgument("MAIL")),
+        ("MAIL TO:<a@b>", CommandError::Syntax("MAIL")),
+        ("MAIL FROM<a@b>", CommandError::Syntax("MAIL")),
+        (
+            "MAIL FROM:a@b.org",
+            CommandError::Path(AddressError::MissingAngleBrackets),
+        ),
+        ("MAIL FROM:<a@b.org>SIZE=1", CommandError::Syntax("MAIL")),
+        (
+            "MAIL FROM:<a@b.org> SIZE=x",
+            CommandError::Param(ParamError::InvalidSize),
+        ),
+        (
+            "MAIL FROM:<ab.org>",
+            CommandError::Path(AddressError::MissingAt),
+        ),
+        ("RCPT TO:<>", CommandError::Path(AddressError::NullPath)),
+        ("RCPT FROM:<a@b.org>", CommandError::Syntax("RCPT")),
+        (
+            "RCPT TO:<a@b.org> NOTIFY=X",
+            CommandError::Param(ParamError::InvalidNotify),
+        ),
+        ("VRFY", CommandError::MissingArgument("VRFY")),
+        ("EXPN", CommandError::MissingArgument("EXPN")),
+        ("HELPX", CommandError::UnknownCommand),
+        ("BDAT", CommandError::MissingArgument("BDAT")),
+        ("BDAT x", CommandError::Syntax("BDAT")),
+        ("BDAT -1", CommandError::Syntax("BDAT")),
+        ("BDAT 10 FIRST", CommandError::Syntax("BDAT")),
+        ("BDAT 99999999999999999999", CommandError::Syntax("BDAT")),
+        ("AUTH", CommandError::MissingArgument("AUTH")),
+        ("AUTH PLAIN a b", CommandError::Syntax("AUTH")),
+        (
+            "AUTH PLAIN *",
+            CommandError::Token(TokenError::InvalidCharacter('*')),
+        ),
+        (
+            "AUTH PLAIN abc",
+            CommandError::Token(TokenError::MalformedBase64),
+        ),
+        (
+            "AUTH PL+AIN",
+            CommandError::Token(TokenError::InvalidCharacter('+')),
+        ),
+        ("NOOP\tx", CommandError::ControlCharacter(b'\t')),
+    ];
+    for (line, err) in cases {
+        assert_eq!(parse(line).unwrap_err(), *err, "{line:?}");
+    }
+    assert_eq!(
+        Command::parse(b"EHLO \xff").unwrap_err(),
+        CommandError::InvalidUtf8
+    );
+}
+
+#[test]
+fn command_line_limit() {
+    let opts = CommandOptions::default();
+    assert_eq!(opts.max_line_len, 512);
+    let ok = format!("NOOP {}", "x".repeat(505));
+    assert_eq!(ok.len() + 2, 512);
+    parse(&ok).unwrap();
+    let long = format!("NOOP {}", "x".repeat(506));
+    assert_eq!(
+        parse(&long).unwrap_err(),
+        CommandError::LineTooLong { len: 513, max: 512 }
+    );
+    let auth = format!("AUTH PLAIN {}", "A".repeat(4000));
+    parse(&auth).unwrap();
+    let auth = format!("AUTH PLAIN {}", "A".repeat(12_288));
+    assert_eq!(
+        parse(&auth).unwrap_err(),
+        CommandError::LineTooLong {
+            len: 12_288 + 13,
+            max: 12_288
+        }
+    );
+    let small = CommandOptions {
+        max_line_len: 10,
+        ..CommandOptions::default()
+    };
+    assert_eq!(
+        Command::parse_with(b"MAIL FROM:<>", &small).unwrap_err(),
+        CommandError::LineTooLong { len: 14, max: 10 }
+    );
+}
+
+#[test]
+fn crlf_and_nul_in_command_line_rejected() {
+    for (line, b) in [
+        (&b"MAIL FROM:<a@b.org>\r\nRCPT TO:<c@d.org>"[..], b'\r'),
+        (b"RCPT TO:<c@d.org>\nDATA", b'\n'),
+        (b"EHLO a\0b", 0),
+        (b"NOOP \x1b[31m", 0x1b),
+    ] {
+        assert_eq!(
+            Command::parse(line).unwrap_err(),
+            CommandError::ControlCharacter(b)
+        );
+    }
+}
+
+#[test]
+fn source_route_accepted_and_dropped() {
+    let c = parse("MAIL FROM:<@a.org,@b.org:u@c.org>").unwrap();
+    assert_eq!(
+        c,
+        Command::Mail {
+            from: mb("u@c.org").into(),
+            params: MailParams::default()
+        }
+    );
+    assert_eq!(enc(&c), "MAIL FROM:<u@c.org>\r\n");
+    let c = parse("RCPT TO:<@hop.org:u@c.org>").unwrap();
+    assert_eq!(enc(&c), "RCPT TO:<u@c.org>\r\n");
+}
+
+#[test]
+fn percent_hack_and_bang_path_are_local_parts() {
+    for (line, local) in [
+        (
+            "RCPT TO:<victim%elsewhere.org@local.org>",
+            "victim%elsewhere.org",
+        ),
+        (
+            "RCPT TO:<elsewhere.org!victim@local.org>",
+            "elsewhere.org!victim",
+        ),
+        (
+            "RCPT TO:<\"victim@elsewhere.org\"@local.org>",
+            "victim@elsewhere.org",
+        ),
+    ] {
+        let Command::Rcpt {
+            to: ForwardPath::Mailbox(m),
+            ..
+        } = parse(line).unwrap()
+        else {
+            panic!("{line}");
+        };
+        assert_eq!(m.local_part().as_str(), local);
+        assert_eq!(m.domain_str(), "local.org");
+    }
+}
+
+#[test]
+fn quoted_local_part_with_specials_round_trips() {
+    let c = parse("MAIL FROM:<\"a> b\\\"c\"@d.org> SIZE=1").unwrap();
+    let Command::Mail { from, params } = &c else {
+        panic!()
+    };
+    assert_eq!(from.mailbox().unwrap().local_part().as_str(), "a> b\"c");
+    assert_eq!(params.size, Some(1));
+    assert_eq!(enc(&c), "MAIL FROM:<\"a> b\\\"c\"@d.org> SIZE=1\r\n");
+}
+
+#[test]
+fn mail_params_encode_in_fixed_order() {
+    let c = parse(
+        "MAIL FROM:<a@b.org> X-Y=1 AUTH=<> ENVID=id+2B1 RET=FULL SMTPUTF8 BODY=BINARYMIME SIZE=5",
+    )
+    .unwrap();
+    assert_eq!(
+        enc(&c),
+        "MAIL FROM:<a@b.org> SIZE=5 BODY=BINARYMIME SMTPUTF8 RET=FULL ENVID=id+2B1 AUTH=<> \
+         X-Y=1\r\n"
+    );
+}
+
+#[test]
+fn auth_display_redacts_initial_response() {
+    let c = parse("AUTH PLAIN AGFsaWNlAHNlY3JldA==").unwrap();
+    assert_eq!(c.to_string(), "AUTH PLAIN ****");
+    assert_eq!(parse("AUTH LOGIN").unwrap().to_string(), "AUTH LOGIN");
+    assert_eq!(
+        parse("mail from:<a@b.org>").unwrap().to_string(),
+        "MAIL FROM:<a@b.org>"
+    );
+}
+
+// ----- replies -----
+
+fn reply(lines: &[&str]) -> Result<Reply, ReplyError> {
+    let mut asm = ReplyAssembler::default();
+    let mut out = None;
+    for (i, l) in lines.iter().enumerate() {
+        let r = asm.push_line(l.as_bytes())?;
+        if i + 1 < lines.len() {
+            assert!(r.is_none(), "reply ended early at {l:?}");
+            assert!(asm.is_mid_reply());
+        } else {
+            out = r;
+        }
+    }
+    out.ok_or(ReplyError::Incomplete)
+}
+
+fn enc_reply(r: &Reply) -> String {
+    let mut b = BytesMut::new();
+    r.encode(&mut b);
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+#[test]
+fn reply_known_answers() {
+    struct Case {
+        lines: &'static [&'static str],
+        code: u16,
+        enhanced: Option<(u8, u16, u16)>,
+        text: &'static [&'static str],
+        wire: &'static str,
+    }
+    let cases = [
+        Case {
+            lines: &["250 OK"],
+            code: 250,
+            enhanced: None,
+            text: &["OK"],
+            wire: "250 OK\r\n",
+        },
+        Case {
+            lines: &["250"],
+            code: 250,
+            enhanced: None,
+            text: &[""],
+            wire: "250\r\n",
+        },
+        Case {
+            lines: &["250 2.1.0 Ok"],
+            code: 250,
+            enhanced: Some((2, 1, 0)),
+            text: &["Ok"],
+            wire: "250 2.1.0 Ok\r\n",
+        },
+        Case {
+            lines: &["354 End data with <CR><LF>.<CR><LF>"],
+            code: 354,
+            enhanced: None,
+            text: &["End data with <CR><LF>.<CR><LF>"],
+            wire: "354 End data with <CR><LF>.<CR><LF>\r\n",
+        },
+        Case {
+            lines: &[
+                "550-5.1.1 The email account does not exist.",
+                "550 5.1.1 Try again",
+            ],
+            code: 550,
+            enhanced: Some((5, 1, 1)),
+            text: &["The email account does not exist.", "Try again"],
+            wire: "550-5.1.1 The email account does not exist.\r\n550 5.1.1 Try again\r\n",
+        },
+        Case {
+            lines: &["550-5.1.1 first", "550 second"],
+            code: 550,
+            enhanced: Some((5, 1, 1)),
+            text: &["first", "second"],
+            wire: "550-5.1.1 first\r\n550 5.1.1 second\r\n",
+        },
+        Case {
+            lines: &["250 2.0.0"],
+            code: 250,
+            enhanced: Some((2, 0, 0)),
+            text: &[""],
+            wire: "250 2.0.0\r\n",
+        },
+        Case {
+            lines: &["421 4.7.0 Try later"],
+            code: 421,
+            enhanced: Some((4, 7, 0)),
+            text: &["Try later"],
+            wire: "421 4.7.0 Try later\r\n",
+        },
+        // Class differs from the code's first digit: not an enhanced code, just text.
+        Case {
+            lines: &["250 5.1.1 odd"],
+            code: 250,
+            enhanced: None,
+            text: &["5.1.1 odd"],
+            wire: "250 5.1.1 odd\r\n",
+        },
+        Case {
+            lines: &["250 2.1 short"],
+            code: 250,
+            enhanced: None,
+            text: &["2.1 short"],
+            wire: "250 2.1 short\r\n",
+        },
+        Case {
+            lines: &["250 2.0.1000 big"],
+            code: 250,
+            enhanced: None,
+            text: &["2.0.1000 big"],
+            wire: "250 2.0.1000 big\r\n",
+        },
+        Case {
+            lines: &["250-", "250 x"],
+            code: 250,
+            enhanced: None,
+            text: &["", "x"],
+            wire: "250-\r\n250 x\r\n",
+        },
+        Case {
+            lines: &["220 h\u{e9}llo"],
+            code: 220,
+            enhanced: None,
+            text: &["h\u{e9}llo"],
+            wire: "220 h\u{e9}llo\r\n",
+        },
+    ];
+    for c in cases {
+        let r = reply(c.lines).unwrap();
+        assert_eq!(r.code().as_u16(), c.code, "{:?}", c.lines);
+        assert_eq!(
+            r.enhanced().map(|e| (e.class(), e.subject(), e.detail())),
+            c.enhanced,
+            "{:?}",
+            c.lines
+        );
+        assert_eq!(r.lines().collect::<Vec<_>>(), c.text, "{:?}", c.lines);
+        assert_eq!(r.line_count(), c.text.len());
+        assert_eq!(enc_reply(&r), c.wire, "{:?}", c.lines);
+        assert_eq!(
+            Reply::parse(c.wire.as_bytes(), &ReplyOptions::default()).unwrap(),
+            r
+        );
+    }
+}
+
+#[test]
+fn reply_code_22x_rejected() {
+    assert_eq!(reply(&["22X ready"]).unwrap_err(), ReplyError::InvalidCode);
+    assert_eq!(reply(&["2"]).unwrap_err(), ReplyError::InvalidCode);
+    assert_eq!(reply(&[""]).unwrap_err(), ReplyError::InvalidCode);
+    assert_eq!(reply(&["+OK"]).unwrap_err(), ReplyError::InvalidCode);
+    assert_eq!(reply(&["2500 x"]).unwrap_err(), ReplyError::InvalidCode);
+}
+
+#[test]
+fn reply_code_without_separator_rejected() {
+    assert_eq!(
+        reply(&["220OK"]).unwrap_err(),
+        ReplyError::MissingSeparator(b'O')
+    );
+    assert_eq!(
+        reply(&["250_x"]).unwrap_err(),
+        ReplyError::MissingSeparator(b'_')
+    );
+}
+
+#[test]
+fn reply_code_outside_2xx_5xx_rejected() {
+    for (l, n) in [("199 x", 199), ("600 x", 600), ("000 x", 0), ("999 x", 999)] {
+        assert_eq!(reply(&[l]).unwrap_err(), ReplyError::CodeOutOfRange(n));
+    }
+    assert_eq!(
+        ReplyCode::new(100).unwrap_err(),
+        ReplyError::CodeOutOfRange(100)
+    );
+    assert_eq!(ReplyCode::try_from(599).unwrap().class(), 5);
+}
+
+#[test]
+fn inconsistent_multiline_codes_rejected() {
+    assert_eq!(
+        reply(&["250-first", "550 second"]).unwrap_err(),
+        ReplyError::InconsistentCode {
+            expected: 250,
+            found: 550
+        }
+    );
+    // The assembler resets after an error: the next line starts a new reply.
+    let mut asm = ReplyAssembler::default();
+    asm.push_line(b"250-a").unwrap();
+    assert!(asm.push_line(b"251 b").is_err());
+    assert!(!asm.is_mid_reply());
+    assert_eq!(
+        asm.push_line(b"221 bye").unwrap().unwrap().code(),
+        ReplyCode::CLOSING
+    );
+}
+
+#[test]
+fn reply_bounds_enforced() {
+    let opts = ReplyOptions {
+        max_lines: 3,
+        ..ReplyOptions::default()
+    };
+    let mut asm = ReplyAssembler::new(opts);
+    for _ in 0..3 {
+        assert!(asm.push_line(b"250-x").unwrap().is_none());
+    }
+    assert_eq!(
+        asm.push_line(b"250 x").unwrap_err(),
+        ReplyError::TooManyLines { max: 3 }
+    );
+
+    let opts = ReplyOptions {
+        max_bytes: 20,
+        ..ReplyOptions::default()
+    };
+    let mut asm = ReplyAssembler::new(opts);
+    assert!(asm.push_line(b"250-1234567").unwrap().is_none()); // 13 octets with CRLF
+    assert_eq!(
+        asm.push_line(b"250 12345").unwrap_err(),
+        ReplyError::TooManyBytes { max: 20 }
+    );
+
+    let long = format!("250 {}", "x".repeat(507));
+    assert_eq!(
+        reply(&[long.as_str()]).unwrap_err(),
+        ReplyError::LineTooLong { len: 513, max: 512 }
+    );
+    let ok = format!("250 {}", "x".repeat(506));
+    reply(&[ok.as_str()]).unwrap();
+}
+
+#[test]
+fn reply_control_bytes_rejected() {
+    assert_eq!(
+        reply(&["250 a\rb"]).unwrap_err(),
+        ReplyError::ControlCharacter(b'\r')
+    );
+    assert_eq!(
+        reply(&["250 a\nb"]).unwrap_err(),
+        ReplyError::ControlCharacter(b'\n')
+    );
+    assert_eq!(
+        reply(&["250 a\0b"]).unwrap_err(),
+        ReplyError::ControlCharacter(0)
+    );
+    let opts = ReplyOptions::default();
+    assert_eq!(
+        Reply::parse(b"250 ok\n", &opts).unwrap_err(),
+        ReplyError::ControlCharacter(b'\n')
+    );
+}
+
+#[test]
+fn reply_parse_framing_errors() {
+    let opts = ReplyOptions::default();
+    assert_eq!(
+        Reply::parse(b"250-a\r\n", &opts).unwrap_err(),
+        ReplyError::Incomplete
+    );
+    assert_eq!(
+        Reply::parse(b"250 a", &opts).unwrap_err(),
+        ReplyError::Incomplete
+    );
+    assert_eq!(
+        Reply::parse(b"", &opts).unwrap_err(),
+        ReplyError::Incomplete
+    );
+    assert_eq!(
+        Reply::parse(b"250 a\r\n250 b\r\n", &opts).unwrap_err(),
+        ReplyError::TrailingData
+    );
+}
+
+#[test]
+fn control_characters_in_reply_text_are_escaped() {
+    let r = reply(&["250-mx \x1b[2Jcleared", "250 \u{202e}evil\\ \t"]).unwrap();
+    let shown = r.to_string();
+    assert_eq!(shown, "250 mx \\u{1b}[2Jcleared / \\u{202e}evil\\\\ \\t");
+    assert!(!shown.chars().any(char::is_control));
+    assert_eq!(EscapedText("plain").to_string(), "plain");
+    assert_eq!(
+        r.escaped().to_string(),
+        "mx \\u{1b}[2Jcleared\\n\\u{202e}evil\\\\ \\t"
+    );
+    let r = reply(&["550 5.7.1 nope"]).unwrap();
+    assert_eq!(r.to_string(), "550 5.7.1 nope");
+}
+
+#[test]
+fn invalid_utf8_reply_text_is_replaced() {
+    let mut asm = ReplyAssembler::default();
+    let r = asm.push_line(b"250 caf\xe9").unwrap().unwrap();
+    assert_eq!(r.first_line(), "caf\u{fffd}");
+}
+
+#[test]
+fn reply_new_validates() {
+    let ok = ReplyCode::OK;
+    let e = EnhancedCode::new(2, 1, 0).unwrap();
+    let r = Reply::new(ok, Some(e), ["Sender ok"]).unwrap();
+    assert_eq!(enc_reply(&r), "250 2.1.0 Sender ok\r\n");
+    let empty: [&str; 0] = [];
+    assert_eq!(Reply::new(ok, None, empty).unwrap_err(), ReplyError::Empty);
+    assert_eq!(
+        Reply::new(ok, None, ["a\r\nb"]).unwrap_err(),
+        ReplyError::ControlCharacter(b'\r')
+    );
+    assert_eq!(
+        Reply::new(ok, Some(EnhancedCode::new(5, 0, 0).unwrap()), ["x"]).unwrap_err(),
+        ReplyError::InvalidEnhancedCode
+    );
+    assert_eq!(
+        Reply::new(ok, None, ["2.0.0 x"]).unwrap_err(),
+        ReplyError::AmbiguousText
+    );
+    assert_eq!(
+        EnhancedCode::new(3, 0, 0).unwrap_err(),
+        ReplyError::InvalidEnhancedCode
+    );
+    assert_eq!(
+        EnhancedCode::new(2, 1000, 0).unwrap_err(),
+        ReplyError::InvalidEnhancedCode
+    );
+    assert_eq!(
+        EnhancedCode::try_from("5.7.8").unwrap(),
+        EnhancedCode::new(5, 7, 8).unwrap()
+    );
+    assert_eq!(EnhancedCode::new(5, 7, 8).unwrap().to_string(), "5.7.8");
+    for bad in ["5.7", "5.7.8 ", "3.0.0", "5.7.8x", "5..8", "5.1234.0"] {
+        assert_eq!(
+            EnhancedCode::try_from(bad).unwrap_err(),
+            ReplyError::InvalidEnhancedCode
+        );
+    }
+}
+
+#[test]
+fn multiline_reply_encodes_continuations() {
+    let r = Reply::new(
+        ReplyCode::OK,
+        None,
+        ["mx.example.org", "PIPELINING", "SIZE 100"],
+    )
+    .unwrap();
+    assert_eq!(
+        enc_reply(&r),
+        "250-mx.example.org\r\n250-PIPELINING\r\n250 SIZE 100\r\n"
+    );
+}
+
+// ----- EHLO capabilities -----
+
+const EHLO_POSTFIX: &[&str] = &[
+    "250-mx.example.org",
+    "250-PIPELINING",
+    "250-SIZE 10240000",
+    "250-VRFY",
+    "250-ETRN",
+    "250-STARTTLS",
+    "250-AUTH PLAIN LOGIN CRAM-MD5",
+    "250-AUTH=PLAIN LOGIN XOAUTH2",
+    "250-ENHANCEDSTATUSCODES",
+    "250-8BITMIME",
+    "250-DSN",
+    "250-SMTPUTF8",
+    "250-CHUNKING",
+    "250-BINARYMIME",
+    "250-X_WEIRD line",
+    "250 XCLIENT NAME ADDR",
+];
+
+#[test]
+fn ehlo_capabilities_known_answers() {
+    let caps = Capabilities::from_ehlo_reply(&reply(EHLO_POSTFIX).unwrap()).unwrap();
+    assert_eq!(caps.server_domain, "mx.example.org");
+    assert_eq!(caps.greeting, "");
+    assert!(caps.pipelining && caps.starttls && caps.enhanced_status_codes && caps.dsn);
+    assert!(caps.eight_bit_mime && caps.smtputf8 && caps.chunking && caps.binary_mime);
+    assert_eq!(caps.size, Some(10_240_000));
+    let mechs: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    assert_eq!(mechs, ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"]);
+    assert!(caps.supports_auth("cram-md5"));
+    assert!(!caps.supports_auth("GSSAPI"));
+    let other: Vec<(&str, Vec<String>)> = caps
+        .other
+        .iter()
+        .map(|e| (e.keyword.as_str(), e.params.clone()))
+        .collect();
+    assert_eq!(
+        other,
+        [
+            ("VRFY", vec![]),
+            ("ETRN", vec![]),
+            ("XCLIENT", vec!["NAME".to_owned(), "ADDR".to_owned()])
+        ]
+    );
+    assert_eq!(caps.unparsed, ["X_WEIRD line"]);
+    assert!(caps.supports("xclient") && caps.supports("Pipelining") && !caps.supports("XEXPS"));
+
+    let caps =
+        Capabilities::from_ehlo_reply(&reply(&["250 host.example greets you"]).unwrap()).unwrap();
+    assert_eq!(caps.server_domain, "host.example");
+    assert_eq!(caps.greeting, "greets you");
+    assert!(!caps.pipelining && caps.auth.is_empty() && caps.size.is_none());
+    let caps = Capabilities::from_ehlo_reply(&reply(&["250-h", "250 size"]).unwrap()).unwrap();
+    assert_eq!(caps.size, Some(0));
+}
+
+#[test]
+fn ehlo_capabilities_negatives() {
+    assert_eq!(
+        Capabilities::from_ehlo_reply(&reply(&["502 5.5.1 no EHLO"]).unwrap()).unwrap_err(),
+        EhloError::NotAccepted(ReplyCode::new(502).unwrap())
+    );
+    assert_eq!(
+        Capabilities::from_ehlo_reply(&reply(&["250-h", "250 SIZE big"]).unwrap()).unwrap_err(),
+        EhloError::InvalidSize
+    );
+    assert_eq!(
+        Capabilities::from_ehlo_reply(&reply(&["250 "]).unwrap()).unwrap_err(),
+        EhloError::MissingDomain
+    );
+}
+
+#[test]
+fn misspelt_starttls_is_not_starttls() {
+    let caps = Capabilities::from_ehlo_reply(&reply(&["250-h", "250 XSTARTTLS"]).unwrap()).unwrap();
+    assert!(!caps.starttls);
+    assert!(caps.supports("XSTARTTLS"));
+}
+
+#[test]
+fn capabilities_round_trip_through_reply() {
+    let caps = Capabilities::from_ehlo_reply(&reply(EHLO_POSTFIX).unwrap()).unwrap();
+    let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
+    assert_eq!(again, caps);
+}
+
+// ----- round trips -----
+
+fn arb_domain() -> impl Strategy<Value = Domain> {
+    prop_oneof![
+        "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?){0,3}",
+        "\\[(25[0-5]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|1[0-9]{2}|[1-9]?[0-9])){3}\\]",
+        Just("[IPv6:2001:db8::1]".to_owned()),
+        "[a-z]{1,5}\\.(de|xn--p1ai)",
+        "m[üé]nchen\\.de",
+    ]
+    .prop_map(|s| Domain::try_from(s.as_str()).unwrap())
+}
+
+fn arb_local() -> impl Strategy<Value = LocalPart> {
+    prop_oneof![
+        "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,10}(\\.[a-zA-Z0-9_%+!-]{1,8}){0,2}",
+        "[ -~]{1,20}",
+        "[a-zé]{1,6}",
+    ]
+    .prop_map(|s| LocalPart::try_from(s.as_str()).unwrap())
+}
+
+fn arb_mailbox() -> impl Strategy<Value = Mailbox> {
+    (arb_local(), arb_domain()).prop_map(|(l, d)| Mailbox::new(&l, &d).unwrap())
+}
+
+fn arb_xtext() -> impl Strategy<Value = XText> {
+    "[ -~é]{1,20}".prop_map(|s| XText::try_from(s.as_str()).unwrap())
+}
+
+fn arb_other() -> impl Strategy<Value = Vec<EsmtpParam>> {
+    proptest::collection::btree_map(
+        "X-[A-Z0-9]{1,6}",
+        proptest::option::of("[!-<>-~]{1,10}"),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(k, v)| EsmtpParam {
+                keyword: EsmtpKeyword::try_from(k.as_str()).unwrap(),
+                value: v.map(|v| EsmtpValue::try_from(v.as_str()).unwrap()),
+            })
+            .collect()
+    })
+}
+
+fn arb_text() -> impl Strategy<Value = SmtpText> {
+    "[!-~][ -~]{0,30}".prop_map(|s| SmtpText::try_from(s.as_str()).unwrap())
+}
+
+fn arb_mail_params() -> impl Strategy<Value = MailParams> {
+    (
+        proptest::option::of(any::<u64>()),
+        proptest::option::of(prop_oneof![
+            Just(Body::SevenBit),
+            Just(Body::EightBitMime),
+            Just(Body::BinaryMime)
+        ]),
+        any::<bool>(),
+        proptest::option::of(prop_oneof![Just(Ret::Full), Just(Ret::Hdrs)]),
+        proptest::option::of(arb_xtext()),
+        proptest::option::of(prop_oneof![
+            Just(MailAuth::Unknown),
+            arb_mailbox().prop_map(MailAuth::Mailbox)
+        ]),
+        arb_other(),
+    )
+        .prop_map(
+            |(size, body, smtputf8, ret, envid, auth, other)| MailParams {
+                size,
+                body,
+                smtputf8,
+                ret,
+                envid,
+                auth,
+                other,
+            },
+        )
+}
+
+fn arb_rcpt_params() -> impl Strategy<Value = RcptParams> {
+    let notify = prop_oneof![
+        Just(Notify::Never),
+        (any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_filter("one flag", |(a, b, c)| *a || *b || *c)
+            .prop_map(|(success, failure, delay)| Notify::On {
+                success,
+                failure,
+                delay
+            }),
+    ];
+    let orcpt = ("rfc822|utf-8", arb_xtext()).prop_map(|(t, addr)| Orcpt {
+        addr_type: EsmtpKeyword::try_from(t.as_str()).unwrap(),
+        addr,
+    });
+    (
+        proptest::option::of(notify),
+        proptest::option::of(orcpt),
+        arb_other(),
+    )
+        .prop_map(|(notify, orcpt, other)| RcptParams {
+            notify,
+            orcpt,
+            other,
+        })
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        arb_domain().prop_map(Command::Ehlo),
+        arb_domain().prop_map(Command::Helo),
+        (
+            prop_oneof![
+                Just(ReversePath::Null),
+                arb_mailbox().prop_map(ReversePath::Mailbox)
+            ],
+            arb_mail_params()
+        )
+            .prop_map(|(from, params)| Command::Mail { from, params }),
+        (
+            prop_oneof![
+                Just(ForwardPath::Postmaster),
+                arb_mailbox().prop_map(ForwardPath::Mailbox)
+            ],
+            arb_rcpt_params()
+        )
+            .prop_map(|(to, params)| Command::Rcpt { to, params }),
+        Just(Command::Data),
+        Just(Command::Rset),
+        Just(Command::Quit),
+        Just(Command::StartTls),
+        arb_text().prop_map(Command::Vrfy),
+        arb_text().prop_map(Command::Expn),
+        proptest::option::of(arb_text()).prop_map(Command::Help),
+        proptest::option::of(arb_text()).prop_map(Command::Noop),
+        (any::<u64>(), any::<bool>()).prop_map(|(size, last)| Command::Bdat { size, last }),
+        (
+            "[A-Z0-9_-]{1,20}",
+            proptest::option::of(prop_oneof![
+                Just("=".to_owned()),
+                "([A-Za-z0-9+/]{4}){1,10}",
+                "([A-Za-z0-9+/]{4}){0,3}[A-Za-z0-9+/]{2}==",
+            ])
+        )
+            .prop_map(|(m, ir)| Command::Auth {
+                mechanism: SaslMechanism::try_from(m.as_str()).unwrap(),
+                initial_response: ir.map(|s| AuthInitialResponse::try_from(s.as_str()).unwrap()),
+            }),
+    ]
+}
+
+fn arb_reply() -> impl Strategy<Value = Reply> {
+    (
+        200u16..600,
+        proptest::option::of((0u16..1000, 0u16..1000)),
+        proptest::collection::vec("([A-Za-z][ -~]{0,40})?", 1..6),
+    )
+        .prop_map(|(code, enh, lines)| {
+            let code = ReplyCode::new(code).unwrap();
+            let enhanced = match (code.class(), enh) {
+                (2 | 4 | 5, Some((s, d))) => Some(EnhancedCode::new(code.class(), s, d).unwrap()),
+                _ => None,
+            };
+            Reply::new(code, enhanced, lines).unwrap()
+        })
+}
+
+proptest! {
+    #[test]
+    fn command_round_trip(cmd in arb_command()) {
+        let wire = enc(&cmd);
+        prop_assert!(wire.ends_with("\r\n"));
+        let line = &wire.as_bytes()[..wire.len() - 2];
+        let opts = CommandOptions { max_line_len: 4096, ..CommandOptions::default() };
+        prop_assert_eq!(Command::parse_with(line, &opts).unwrap(), cmd);
+    }
+
+    #[test]
+    fn reply_round_trip(r in arb_reply()) {
+        let wire = enc_reply(&r);
+        prop_assert_eq!(Reply::parse(wire.as_bytes(), &ReplyOptions::default()).unwrap(), r);
+    }
+
+    #[test]
+    fn command_parse_never_panics(line in proptest::collection::vec(any::<u8>(), 0..80)) {
+        if let Ok(cmd) = Command::parse(&line) {
+            let wire = enc(&cmd);
+            let opts = CommandOptions { max_line_len: 4096, ..CommandOptions::default() };
+            prop_assert_eq!(Command::parse_with(&wire.as_bytes()[..wire.len() - 2], &opts).unwrap(), cmd);
+        }
+    }
+
+    #[test]
+    fn command_text_round_trip(
+        line in "(MAIL FROM|RCPT TO|mail from|rcpt to):<[a-z.%!]{1,8}@[a-z]{1,5}\\.org>( [A-Z]{1,5}=[!-<>-~]{1,6}){0,3}"
+    ) {
+        if let Ok(cmd) = Command::parse(line.as_bytes()) {
+            let wire = enc(&cmd);
+            prop_assert_eq!(Command::parse(&wire.as_bytes()[..wire.len() - 2]).unwrap(), cmd);
+        }
+    }
+}
