@@ -2,7 +2,11 @@
 //!
 //! [`TlsMode`] is the seeds' "SSL" box (implicit TLS) and their two STARTTLS modes (REQUIRED and
 //! WANTED), plus plaintext. The rustls configuration helpers (feature `tls`) live in this module
-//! too, so that trust decisions are made in one place.
+//! too, so that trust decisions are made in one place: [`TlsClientSettings`] turns an operator's
+//! choice of [`ServerTrust`] into a rustls `ClientConfig` and tells which [`ChannelSecurity`] the
+//! resulting sessions have; [`server_config_from_pem_files`] loads a server certificate and key.
+//! The library never picks a crypto provider: every helper takes an
+//! `Arc<rustls::crypto::CryptoProvider>` from its caller.
 
 /// How a connection is secured.
 ///
@@ -70,6 +74,22 @@ pub enum ChannelSecurity {
     /// TLS with the chain and host name verified (or a pinned certificate matched).
     TlsVerified,
 }
+
+impl ChannelSecurity {
+    /// Whether the channel is encrypted and the server's identity was checked: the only level
+    /// at which a password-equivalent secret may be sent without an explicit operator opt-in.
+    pub fn is_verified(self) -> bool {
+        self == ChannelSecurity::TlsVerified
+    }
+}
+
+#[cfg(feature = "tls")]
+mod config;
+
+#[cfg(feature = "tls")]
+pub use config::{
+    CertFingerprint, ServerTrust, TlsClientSettings, TlsConfigError, server_config_from_pem_files,
+};
 
 #[cfg(test)]
 mod tests {
