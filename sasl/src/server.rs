@@ -590,4 +590,27 @@ mod tests {
         assert_eq!(AuthFailure::Rejected.smtp_reply().0, 535);
         assert_eq!(AuthFailure::Temporary.smtp_reply().1, (4, 7, 0));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn client_and_server_agree(user in "[^\\x00]{1,20}", pw in "[^\\x00]{1,20}", login: bool) {
+            let store = Store::default();
+            let m = if login { Mechanism::Login } else { Mechanism::Plain };
+            let creds = Credentials::new(user.clone()).with_password(pw.clone());
+            let mut c = ClientSession::new(m, &creds, &ClientOptions::default()).unwrap();
+            let mut s = session(m);
+            let mut step = s.start(c.initial_response().unwrap().as_ref().map(|r| r.expose().as_slice()), &store);
+            while let ServerStep::Challenge(ch) = &step {
+                let r = c.step(ch).unwrap();
+                step = s.step(r.expose(), &store);
+            }
+            let want = if user == "alice" && pw == "wonderland" {
+                ok("alice", None)
+            } else {
+                ServerStep::Failure(AuthFailure::Rejected)
+            };
+            proptest::prop_assert_eq!(step, want);
+            proptest::prop_assert!(c.is_complete());
+        }
+    }
 }
