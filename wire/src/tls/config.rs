@@ -182,6 +182,25 @@ pub enum ServerTrust {
 /// The client side of a TLS policy: builds the rustls `ClientConfig`.
 ///
 /// The default trusts the system roots and verifies host names.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mailferry_wire::tls::{CertFingerprint, ChannelSecurity, TlsClientSettings};
+///
+/// // The caller picks the crypto provider; the library never does.
+/// let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// let pin = CertFingerprint::try_from(
+///     "3A:52:8C:F1:0D:88:76:2B:E9:14:7C:0A:55:61:92:3E:0F:DE:AD:BE:EF:01:23:45:67:89:AB:CD:EF:01:23:45",
+/// )?;
+/// let settings = TlsClientSettings::pinned(pin);
+/// let _config = settings.client_config(provider)?;
+/// assert_eq!(settings.channel_security(), ChannelSecurity::TlsVerified);
+/// assert_eq!(
+///     TlsClientSettings::dangerous_no_verification().channel_security(),
+///     ChannelSecurity::TlsUnverified
+/// );
+/// # Ok::<(), mailferry_wire::tls::TlsConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TlsClientSettings {
@@ -524,6 +543,7 @@ mod tests {
         let client = settings.client_config(provider()).unwrap();
         assert_eq!(handshake(client, server(&p), "mail.example"), Ok(()));
         assert_eq!(settings.channel_security(), ChannelSecurity::TlsVerified);
+        assert!(settings.channel_security().is_verified());
     }
 
     #[test]
