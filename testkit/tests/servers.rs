@@ -295,3 +295,56 @@ fn smtp_sink_and_source() {
     assert!(out.success, "{out:?}");
     assert!(out.elapsed < Duration::from_secs(30));
 }
+
+#[tokio::test]
+#[ignore = "needs dovecot: run scripts/full-test.sh"]
+async fn dovecot_default_offers_every_mechanism_and_apop() {
+    let dovecot =
+        tokio::task::spawn_blocking(|| Dovecot::builder().user("dave", "pw").start().unwrap())
+            .await
+            .unwrap();
+    let tcp = TcpStream::connect(dovecot.pop3_addr()).await.unwrap();
+    let mut c = Conn {
+        io: BufReader::new(tcp),
+    };
+    let greeting = c.line().await;
+    // The APOP timestamp is a msg-id at the end of the greeting.
+    assert!(
+        greeting.trim_end().ends_with('>') && greeting.contains('<'),
+        "{greeting}"
+    );
+    assert!(c.cmd("CAPA").await.starts_with("+OK"));
+    let capa = String::from_utf8(c.pop3_multiline().await).unwrap();
+    let sasl = capa.lines().find(|l| l.starts_with("SASL ")).unwrap();
+    let mut mechanisms: Vec<&str> = sasl.split_whitespace().skip(1).collect();
+    mechanisms.sort_unstable();
+    assert_eq!(
+        mechanisms,
+        ["CRAM-MD5", "LOGIN", "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"]
+    );
+    for cap in ["STLS", "USER", "TOP", "UIDL", "PIPELINING", "RESP-CODES"] {
+        assert!(capa.lines().any(|l| l == cap), "{cap} missing in {capa}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs postfix: run scripts/full-test.sh"]
+async fn postfix_mechanism_list_is_configurable() {
+    let postfix = tokio::task::spawn_blocking(|| {
+        Postfix::builder()
+            .user("erin", "pw")
+            .mechanisms(&["PLAIN"])
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let tcp = TcpStream::connect(postfix.smtps_addr()).await.unwrap();
+    let mut c = Conn {
+        io: BufReader::new(tls(postfix.ca(), tcp).await),
+    };
+    assert!(c.line().await.starts_with("220 "));
+    c.send("EHLO client.test").await;
+    let ehlo = c.smtp_reply().await;
+    assert!(ehlo.iter().any(|l| l == "250-AUTH PLAIN\r\n"), "{ehlo:?}");
+}
