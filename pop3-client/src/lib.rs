@@ -1,0 +1,1 @@
+//! mailferry-pop3-client (in progress)

@@ -1,0 +1,1 @@
+//! mailferry-smtp-client (in progress)

@@ -1,0 +1,1 @@
+//! mailferry-smtp-server (in progress)
