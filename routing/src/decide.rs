@@ -322,6 +322,8 @@ pub struct Router {
     copy_text: Vec<Arc<str>>,
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
+    /// 0-based indices of the MailTo entries, so a decision does not walk every group.
+    mailto: Vec<usize>,
 }
 
 impl Router {
@@ -329,7 +331,11 @@ impl Router {
     pub fn new(send_to: SendTo, copy_to: CopyTo, options: ScanOptions) -> Router {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
+        let mut mailto = Vec::new();
         for (i, e) in send_to.entries().iter().enumerate() {
+            if let Entry::MailTo(_) = e {
+                mailto.push(i);
+            }
             if let Entry::Forward(rule) = e {
                 let (map, d) = match rule.from() {
                     DomainPattern::Exact(d) => (&mut exact, d),
@@ -357,6 +363,7 @@ impl Router {
             copy_text,
             exact,
             wildcard,
+            mailto,
         }
     }
 
@@ -410,8 +417,8 @@ impl Router {
         }));
         let mut out = Recipients::default();
 
-        for (i, e) in self.send_to.entries().iter().enumerate() {
-            if let Entry::MailTo(a) = e {
+        for &i in &self.mailto {
+            if let Some(Entry::MailTo(a)) = self.send_to.entries().get(i) {
                 let rule = RuleRef::MailTo {
                     entry: i + 1,
                     text: self.entry_text[i].clone(),
