@@ -500,6 +500,20 @@ mod tests {
     }
 
     #[test]
+    fn crlf_in_address_is_unconstructible() {
+        for bad in [
+            "a\r\nRCPT TO:<x@evil.com>@b.com",
+            "a@b.com\r\nDATA",
+            "\"a\r\n\"@b.com",
+            "a@b\0.com",
+        ] {
+            assert!(Address::try_from(bad).is_err(), "{bad:?}");
+        }
+        let d = Domain::try_from("b.com").unwrap();
+        assert!(Address::new("a\nb", d).is_err());
+    }
+
+    #[test]
     fn address_equality() {
         let a = Address::try_from("User@Example.com").unwrap();
         let b = Address::try_from("User@example.COM").unwrap();

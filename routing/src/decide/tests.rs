@@ -454,3 +454,18 @@ mod properties {
         }
     }
 }
+
+/// A source route or percent hack in a header never turns into relaying to another domain.
+#[test]
+fn source_routes_are_never_forwarded() {
+    let msg = "To: <@domain.com:victim@evil.example>, \"x@evil.example\"@other.org\r\n\r\n";
+    let d = decide("{domain.com}", "", msg);
+    assert_eq!((d.recipients.len(), d.disposition), (0, Disposition::Held));
+    // The percent hack stays a local part at the matched domain.
+    let d = decide(
+        "{domain.com, domain.net}",
+        "",
+        "To: victim%evil.example@domain.com\r\n\r\n",
+    );
+    assert_eq!(to(&d), ["victim%evil.example@domain.net"]);
+}
