@@ -49,6 +49,80 @@ pub const MAX_SASL_MECHANISM_LEN: usize = 20;
 /// Maximum length of an AUTH command line (RFC 4954 §4), which bounds an initial response.
 pub const MAX_AUTH_LINE_LEN: usize = 12_288;
 
+/// Byte classes for the hot validation loops: one table lookup per byte.
+pub(crate) mod class {
+    /// RFC 5321 `atext` (ASCII part).
+    pub(crate) const ATEXT: u8 = 1;
+    /// Letters, digits and `-`: domain labels and ESMTP keywords.
+    pub(crate) const LDH: u8 = 2;
+    /// RFC 5321 `esmtp-value` (ASCII part): `%d33-60 / %d62-126`.
+    pub(crate) const VALUE: u8 = 4;
+    /// RFC 3461 `xchar`: `%d33-42 / %d44-60 / %d62-126`.
+    pub(crate) const XCHAR: u8 = 8;
+
+    const fn build() -> [u8; 256] {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            // `i` is below 256, so the cast is exact.
+            let b = i as u8;
+            let mut c = 0;
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                c |= LDH;
+            }
+            if b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'/'
+                        | b'='
+                        | b'?'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'{'
+                        | b'|'
+                        | b'}'
+                        | b'~'
+                )
+            {
+                c |= ATEXT;
+            }
+            if matches!(b, 33..=60 | 62..=126) {
+                c |= VALUE;
+            }
+            if matches!(b, 33..=42 | 44..=60 | 62..=126) {
+                c |= XCHAR;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    }
+
+    static TABLE: [u8; 256] = build();
+
+    /// True when `b` is in class `flag`.
+    #[inline]
+    pub(crate) fn is(b: u8, flag: u8) -> bool {
+        TABLE[usize::from(b)] & flag != 0
+    }
+
+    /// True when every byte of `s` is in class `flag`.
+    #[inline]
+    pub(crate) fn all(s: &[u8], flag: u8) -> bool {
+        // A branch-free fold lets the compiler unroll; inputs are short command tokens.
+        s.iter().fold(true, |ok, &b| ok & is(b, flag))
+    }
+}
+
 /// Why a [`Domain`] was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -124,7 +198,8 @@ fn validate_address_literal(s: &str) -> Result<(), DomainError> {
     if let Some(c) = inner.chars().find(|c| c.is_control() || *c == ' ') {
         return Err(DomainError::InvalidCharacter(c));
     }
-    if inner.len() > 5 && inner[..5].eq_ignore_ascii_case("IPv6:") {
+    // Compared as bytes: slicing the str at 5 could split a multi-byte character.
+    if inner.len() > 5 && inner.as_bytes()[..5].eq_ignore_ascii_case(b"IPv6:") {
         return inner[5..]
             .parse::<Ipv6Addr>()
             .map(|_| ())
@@ -148,6 +223,48 @@ fn validate_address_literal(s: &str) -> Result<(), DomainError> {
         .parse::<Ipv4Addr>()
         .map(|_| ())
         .map_err(|_| DomainError::InvalidAddressLiteral)
+}
+
+/// Scans a domain at the start of `s` up to the first byte that cannot continue it, validating
+/// as it goes. Returns the domain's length.
+pub(crate) fn domain_prefix(s: &str) -> Result<usize, DomainError> {
+    let b = s.as_bytes();
+    if b.first() == Some(&b'[') {
+        let end = memchr::memchr(b']', b).map_or(b.len(), |i| i + 1);
+        validate_domain(&s[..end])?;
+        return Ok(end);
+    }
+    let mut label_start = 0;
+    let mut ascii = true;
+    let mut end = b.len();
+    for (i, &c) in b.iter().enumerate() {
+        if class::is(c, class::LDH) {
+            continue;
+        }
+        match c {
+            b'.' => {
+                check_ascii_label(&b[label_start..i])?;
+                label_start = i + 1;
+            }
+            0x80.. => ascii = false,
+            _ => {
+                end = i;
+                break;
+            }
+        }
+    }
+    if end == 0 {
+        return Err(DomainError::Empty);
+    }
+    if end > MAX_DOMAIN_LEN {
+        return Err(DomainError::TooLong { len: end });
+    }
+    if ascii {
+        check_ascii_label(&b[label_start..end])?;
+    } else {
+        validate_domain(&s[..end])?;
+    }
+    Ok(end)
 }
 
 pub(crate) fn validate_domain(s: &str) -> Result<(), DomainError> {
@@ -276,13 +393,6 @@ fn is_atext(c: char) -> bool {
         || (!c.is_ascii() && !c.is_control())
 }
 
-fn is_atext_byte(b: u8) -> bool {
-    matches!(b,
-        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
-        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'='
-        | b'?' | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~' | 0x80..)
-}
-
 /// True when `s` is a valid Dot-string: `Atom *("." Atom)`.
 fn is_dot_string(s: &str) -> bool {
     let b = s.as_bytes();
@@ -290,20 +400,24 @@ fn is_dot_string(s: &str) -> bool {
         return false;
     }
     let mut prev_dot = false;
+    let mut ascii = true;
     for &c in b {
         if c == b'.' {
             if prev_dot {
                 return false;
             }
             prev_dot = true;
-        } else if is_atext_byte(c) {
+        } else if class::is(c, class::ATEXT) {
             prev_dot = false;
+        } else if c >= 0x80 {
+            prev_dot = false;
+            ascii = false;
         } else {
             return false;
         }
     }
     // Multi-byte sequences were accepted byte-wise; reject non-ASCII controls and spaces.
-    s.is_ascii()
+    ascii
         || s.chars()
             .all(|c| c.is_ascii() || is_atext(c) && !c.is_whitespace())
 }
@@ -543,18 +657,8 @@ impl Mailbox {
         }
         let local_wire = &s[..local_end];
         let rest = &s[local_end + 1..];
-        let dom_end = if rest.starts_with('[') {
-            rest.find(']').map_or(rest.len(), |i| i + 1)
-        } else {
-            rest.bytes()
-                .position(|c| !(c.is_ascii_alphanumeric() || c == b'.' || c == b'-' || c >= 0x80))
-                .unwrap_or(rest.len())
-        };
+        let dom_end = domain_prefix(rest)?;
         let domain = &rest[..dom_end];
-        if let Some(c) = domain.chars().find(|c| c.is_control()) {
-            return Err(AddressError::Domain(DomainError::InvalidCharacter(c)));
-        }
-        validate_domain(domain)?;
         let mailbox = if local_wire.starts_with('"') {
             let local = LocalPart::parse_wire(local_wire)?;
             Mailbox::new(&local, &Domain(domain.to_owned()))?
@@ -724,7 +828,8 @@ impl ForwardPath {
     }
 
     pub(crate) fn parse_prefix(s: &str) -> Result<(ForwardPath, &str), AddressError> {
-        if s.len() >= 12 && s[..12].eq_ignore_ascii_case("<Postmaster>") {
+        // Compared as bytes: slicing the str at 12 could split a multi-byte character.
+        if s.len() >= 12 && s.as_bytes()[..12].eq_ignore_ascii_case(b"<Postmaster>") {
             return Ok((ForwardPath::Postmaster, &s[12..]));
         }
         match parse_path_prefix(s)? {
@@ -831,6 +936,10 @@ pub struct EsmtpKeyword(String);
 impl EsmtpKeyword {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
         check_len(s, MAX_ESMTP_KEYWORD_LEN)?;
+        let b = s.as_bytes();
+        if b[0] != b'-' && class::all(b, class::LDH) {
+            return Ok(());
+        }
         if let Some(c) = s.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
             return Err(TokenError::InvalidCharacter(c));
         }
@@ -856,7 +965,7 @@ pub struct EsmtpValue(String);
 impl EsmtpValue {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
         check_len(s, MAX_ESMTP_VALUE_LEN)?;
-        if s.bytes().all(|b| matches!(b, 33..=60 | 62..=126)) {
+        if class::all(s.as_bytes(), class::VALUE) {
             return Ok(());
         }
         first_bad(s, |c| {
@@ -901,6 +1010,9 @@ pub struct SaslMechanism(String);
 impl SaslMechanism {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
         check_len(s, MAX_SASL_MECHANISM_LEN)?;
+        if s.bytes().all(|b| class::is(b, class::LDH) || b == b'_') {
+            return Ok(());
+        }
         first_bad(s, |c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     }
 

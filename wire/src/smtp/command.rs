@@ -4,8 +4,8 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 use nom::Parser;
-use nom::bytes::{tag_no_case, take_while1};
-use nom::character::{char, digit1};
+use nom::bytes::take_while1;
+use nom::character::char;
 use nom::combinator::{all_consuming, opt};
 use nom::sequence::preceded;
 
@@ -201,8 +201,11 @@ fn verb(line: &[u8]) -> Option<(Verb, &[u8])> {
 
 /// Rejects control bytes: CR, LF and NUL can smuggle a second command, the others corrupt logs.
 fn check_controls(line: &[u8]) -> Result<(), CommandError> {
-    // Printable ASCII is the common case; only then is a byte-wise check needed.
-    match line.iter().find(|&&b| b < 0x20 || b == 0x7f) {
+    // A branch-free fold over the whole line vectorises; the position is only needed on error.
+    let bad = line
+        .iter()
+        .fold(false, |acc, &b| acc | (b < 0x20) | (b == 0x7f));
+    match line.iter().find(|&&b| bad && (b < 0x20 || b == 0x7f)) {
         Some(&b) => Err(CommandError::ControlCharacter(b)),
         None => Ok(()),
     }
@@ -240,14 +243,20 @@ fn path_intro<'a>(
     keyword: &'static str,
     name: &'static str,
 ) -> Result<&'a str, CommandError> {
-    let mut p = preceded(
-        char::<&str, NomErr<'_>>(' '),
-        (tag_no_case(keyword), char(':'), opt(char(' '))),
-    );
-    match p.parse_complete(rest) {
-        Ok((r, _)) => Ok(r),
-        Err(_) if rest.is_empty() => Err(CommandError::MissingArgument(name)),
-        Err(_) => Err(CommandError::Syntax(name)),
+    let b = rest.as_bytes();
+    let n = keyword.len();
+    if b.len() >= n + 2
+        && b[0] == b' '
+        && b[1..=n].eq_ignore_ascii_case(keyword.as_bytes())
+        && b[n + 1] == b':'
+    {
+        // The matched prefix is ASCII, so `n + 2` is a character boundary.
+        let r = &rest[n + 2..];
+        Ok(r.strip_prefix(' ').unwrap_or(r))
+    } else if rest.is_empty() {
+        Err(CommandError::MissingArgument(name))
+    } else {
+        Err(CommandError::Syntax(name))
     }
 }
 
@@ -397,23 +406,18 @@ fn put_arg(out: &mut BytesMut, s: &str) {
 
 /// `chunk-size [SP "LAST"]`, chunk-size = 1*DIGIT (RFC 3030 §2).
 fn parse_bdat(arg: &str) -> Result<Command, CommandError> {
-    let mut p = all_consuming((
-        digit1::<&str, NomErr<'_>>(),
-        opt(preceded(char(' '), tag_no_case("LAST"))),
-    ));
-    let (_, (digits, last)) = p
-        .parse_complete(arg)
-        .map_err(|_| CommandError::Syntax("BDAT"))?;
-    if digits.len() > 20 {
+    let (digits, last) = match arg.split_once(' ') {
+        Some((d, l)) if l.eq_ignore_ascii_case("LAST") => (d, true),
+        Some(_) => return Err(CommandError::Syntax("BDAT")),
+        None => (arg, false),
+    };
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(CommandError::Syntax("BDAT"));
     }
     let size = digits
         .parse::<u64>()
         .map_err(|_| CommandError::Syntax("BDAT"))?;
-    Ok(Command::Bdat {
-        size,
-        last: last.is_some(),
-    })
+    Ok(Command::Bdat { size, last })
 }
 
 /// `sasl-mech [SP initial-response]` (RFC 4954 §4).

@@ -108,52 +108,58 @@ impl Capabilities {
 
     fn add_line(&mut self, line: &str) -> Result<(), EhloError> {
         let (kw, params) = line.split_once(' ').unwrap_or((line, ""));
-        let k = kw.as_bytes();
-        let flag = if k.eq_ignore_ascii_case(b"PIPELINING") {
-            &mut self.pipelining
-        } else if k.eq_ignore_ascii_case(b"8BITMIME") {
-            &mut self.eight_bit_mime
-        } else if k.eq_ignore_ascii_case(b"SMTPUTF8") {
-            &mut self.smtputf8
-        } else if k.eq_ignore_ascii_case(b"STARTTLS") {
-            &mut self.starttls
-        } else if k.eq_ignore_ascii_case(b"ENHANCEDSTATUSCODES") {
-            &mut self.enhanced_status_codes
-        } else if k.eq_ignore_ascii_case(b"DSN") {
-            &mut self.dsn
-        } else if k.eq_ignore_ascii_case(b"CHUNKING") {
-            &mut self.chunking
-        } else if k.eq_ignore_ascii_case(b"BINARYMIME") {
-            &mut self.binary_mime
-        } else if k.eq_ignore_ascii_case(b"SIZE") {
-            let n = match params {
-                "" => 0,
-                p if p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                    p.parse().map_err(|_| EhloError::InvalidSize)?
-                }
-                _ => return Err(EhloError::InvalidSize),
-            };
-            self.size = Some(n);
-            return Ok(());
-        } else if k.eq_ignore_ascii_case(b"AUTH") {
-            self.add_auth(params.split(' '));
-            return Ok(());
-        } else if k.len() > 5 && k[..5].eq_ignore_ascii_case(b"AUTH=") {
+        if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
+            // The pre-standard form some servers still send next to `AUTH`.
             self.add_auth(line[5..].split(' '));
             return Ok(());
-        } else {
-            match EsmtpKeyword::try_from(kw) {
-                Ok(keyword) => self.other.push(EhloExtension {
-                    keyword,
-                    params: params
-                        .split(' ')
-                        .filter(|p| !p.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                }),
-                Err(_) => self.unparsed.push(line.to_owned()),
+        }
+        // Upper-cased into a stack buffer so one `match` dispatches every known keyword.
+        let mut buf = [0u8; 19];
+        let known = kw.len() <= buf.len();
+        if known {
+            for (d, c) in buf.iter_mut().zip(kw.bytes()) {
+                *d = c.to_ascii_uppercase();
             }
-            return Ok(());
+        }
+        let key = if known { &buf[..kw.len()] } else { &[][..] };
+        let flag = match key {
+            b"PIPELINING" => &mut self.pipelining,
+            b"8BITMIME" => &mut self.eight_bit_mime,
+            b"SMTPUTF8" => &mut self.smtputf8,
+            b"STARTTLS" => &mut self.starttls,
+            b"ENHANCEDSTATUSCODES" => &mut self.enhanced_status_codes,
+            b"DSN" => &mut self.dsn,
+            b"CHUNKING" => &mut self.chunking,
+            b"BINARYMIME" => &mut self.binary_mime,
+            b"SIZE" => {
+                let n = match params {
+                    "" => 0,
+                    p if p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                        p.parse().map_err(|_| EhloError::InvalidSize)?
+                    }
+                    _ => return Err(EhloError::InvalidSize),
+                };
+                self.size = Some(n);
+                return Ok(());
+            }
+            b"AUTH" => {
+                self.add_auth(params.split(' '));
+                return Ok(());
+            }
+            _ => {
+                match EsmtpKeyword::try_from(kw) {
+                    Ok(keyword) => self.other.push(EhloExtension {
+                        keyword,
+                        params: params
+                            .split(' ')
+                            .filter(|p| !p.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    }),
+                    Err(_) => self.unparsed.push(line.to_owned()),
+                }
+                return Ok(());
+            }
         };
         *flag = true;
         Ok(())

@@ -3,11 +3,6 @@
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
-use nom::Parser;
-use nom::bytes::take_while_m_n;
-use nom::character::char;
-use nom::combinator::map_res;
-use nom::sequence::terminated;
 
 /// Why a reply line, a reply or a reply component was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,42 +164,33 @@ pub struct EnhancedCode {
     detail: u16,
 }
 
-type NomErr<'a> = nom::error::Error<&'a [u8]>;
-
-fn num_1_3(i: &[u8]) -> nom::IResult<&[u8], u16, NomErr<'_>> {
-    map_res(
-        take_while_m_n(1, 3, |b: u8| b.is_ascii_digit()),
-        |d: &[u8]| {
-            // 1 to 3 ASCII digits always fit in u16.
-            d.iter()
-                .try_fold(0u16, |acc, &b| {
-                    acc.checked_mul(10)?.checked_add(u16::from(b - b'0'))
-                })
-                .ok_or(())
-        },
-    )
-    .parse_complete(i)
+/// `1*3DIGIT` at the start of `b`: the value and the rest.
+fn num_1_3(b: &[u8]) -> Option<(u16, &[u8])> {
+    let n = b.iter().take(3).take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || b.get(n).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = b[..n]
+        .iter()
+        .fold(0u16, |acc, &c| acc * 10 + u16::from(c - b'0'));
+    Some((v, &b[n..]))
 }
 
 /// Parses an enhanced code at the start of `text`, followed by SP or the end of the text.
 /// Returns the code and the text after it (and after the SP).
 fn parse_enhanced_prefix(text: &[u8]) -> Option<(EnhancedCode, &[u8])> {
     // Cheap reject: most text lines do not start with "2.", "4." or "5.".
-    if !matches!(text, [b'2' | b'4' | b'5', b'.', ..]) {
+    let [class @ (b'2' | b'4' | b'5'), b'.', rest @ ..] = text else {
         return None;
-    }
-    let mut p = (
-        terminated(num_1_3, char('.')),
-        terminated(num_1_3, char('.')),
-        num_1_3,
-    );
-    let (rest, (class, subject, detail)) = p.parse_complete(text).ok()?;
+    };
+    let (subject, rest) = num_1_3(rest)?;
+    let (detail, rest) = num_1_3(rest.strip_prefix(b".")?)?;
     let rest = match rest {
         [] => rest,
         [b' ', r @ ..] => r,
         _ => return None,
     };
-    let class = u8::try_from(class).ok()?;
+    let class = class - b'0';
     Some((
         EnhancedCode {
             class,
@@ -436,6 +422,8 @@ impl Reply {
     /// Parses a complete reply from `input`: CRLF-terminated lines, nothing after the last.
     pub fn parse(input: &[u8], opts: &ReplyOptions) -> Result<Reply, ReplyError> {
         let mut asm = ReplyAssembler::new(opts.clone());
+        // One allocation for the whole text: it is never longer than the input.
+        asm.text.reserve(input.len().min(opts.max_bytes));
         let mut rest = input;
         while !rest.is_empty() {
             let Some(lf) = memchr::memchr(b'\n', rest) else {
@@ -638,13 +626,13 @@ impl ReplyAssembler {
 
 /// `Reply-code ( "-" / SP / end )`: returns the code, whether this is the last line, the text.
 fn parse_line(line: &[u8]) -> Result<(ReplyCode, bool, &[u8]), ReplyError> {
-    let mut code3 = take_while_m_n::<_, &[u8], NomErr<'_>>(3, 3, |b: u8| b.is_ascii_digit());
-    let (rest, digits) = code3
-        .parse_complete(line)
-        .map_err(|_| ReplyError::InvalidCode)?;
-    let n = digits
-        .iter()
-        .fold(0u16, |acc, &b| acc * 10 + u16::from(b - b'0'));
+    let [d0, d1, d2, rest @ ..] = line else {
+        return Err(ReplyError::InvalidCode);
+    };
+    if !(d0.is_ascii_digit() && d1.is_ascii_digit() && d2.is_ascii_digit()) {
+        return Err(ReplyError::InvalidCode);
+    }
+    let n = u16::from(d0 - b'0') * 100 + u16::from(d1 - b'0') * 10 + u16::from(d2 - b'0');
     let code = ReplyCode::new(n)?;
     match rest {
         [] => Ok((code, true, rest)),

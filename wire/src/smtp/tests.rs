@@ -1023,3 +1023,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn long_old_style_auth_line_is_read() {
+    let caps = Capabilities::from_ehlo_reply(
+        &reply(&["250-h", "250 auth=SCRAM-SHA-256-PLUS plain"]).unwrap(),
+    )
+    .unwrap();
+    let mechs: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    assert_eq!(mechs, ["SCRAM-SHA-256-PLUS", "PLAIN"]);
+}
