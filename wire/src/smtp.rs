@@ -38,5 +38,5 @@ pub use params::{
     XtextError,
 };
 pub use reply::{
-    EnhancedCode, EscapedText, Reply, ReplyAssembler, ReplyCode, ReplyError, ReplyOptions,
+    EnhancedCode, EscapedText, Lines, Reply, ReplyAssembler, ReplyCode, ReplyError, ReplyOptions,
 };

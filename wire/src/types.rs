@@ -121,6 +121,56 @@ pub(crate) mod class {
         // A branch-free fold lets the compiler unroll; inputs are short command tokens.
         s.iter().fold(true, |ok, &b| ok & is(b, flag))
     }
+
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+
+    /// Bit 7 set in each byte of the result where the byte of `x` is below `n` (n <= 128).
+    #[inline]
+    fn less_than(x: u64, n: u8) -> u64 {
+        x.wrapping_sub(LO * u64::from(n)) & !x & HI
+    }
+
+    /// Bit 7 set in each byte where the byte of `x` equals `b` (may over-report only
+    /// above a true match, which is enough for an any-match test).
+    #[inline]
+    fn equal(x: u64, b: u8) -> u64 {
+        less_than(x ^ (LO * u64::from(b)), 1)
+    }
+
+    /// Scans eight bytes at a time (SWAR): true when `s` has a C0 control byte or DEL.
+    /// The common line has none, so the exact position is only searched on failure.
+    #[inline]
+    pub(crate) fn has_control(s: &[u8]) -> bool {
+        let mut chunks = s.chunks_exact(8);
+        let mut acc = 0u64;
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            let x = u64::from_le_bytes(w);
+            acc |= less_than(x, 0x20) | equal(x, 0x7f);
+        }
+        acc != 0 || chunks.remainder().iter().any(|&b| b < 0x20 || b == 0x7f)
+    }
+
+    /// Like [`has_control`] for CR, LF and NUL only (reply text may carry TAB and others,
+    /// which are escaped on display instead).
+    #[inline]
+    pub(crate) fn has_cr_lf_nul(s: &[u8]) -> bool {
+        let mut chunks = s.chunks_exact(8);
+        let mut acc = 0u64;
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            let x = u64::from_le_bytes(w);
+            acc |= equal(x, b'\r') | equal(x, b'\n') | equal(x, 0);
+        }
+        acc != 0
+            || chunks
+                .remainder()
+                .iter()
+                .any(|&b| matches!(b, b'\r' | b'\n' | 0))
+    }
 }
 
 /// Why a [`Domain`] was rejected.
@@ -262,7 +312,7 @@ pub(crate) fn domain_prefix(s: &str) -> Result<usize, DomainError> {
     if ascii {
         check_ascii_label(&b[label_start..end])?;
     } else {
-        validate_domain(&s[..end])?;
+        s[..end].split('.').try_for_each(is_ldh_label)?;
     }
     Ok(end)
 }
@@ -277,25 +327,10 @@ pub(crate) fn validate_domain(s: &str) -> Result<(), DomainError> {
     if s.starts_with('[') {
         return validate_address_literal(s);
     }
-    // Fast path: the common all-ASCII LDH domain is checked byte-wise in one pass.
-    let bytes = s.as_bytes();
-    let mut label_start = 0;
-    let mut ascii = true;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'.' => {
-                check_ascii_label(&bytes[label_start..i])?;
-                label_start = i + 1;
-            }
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => {}
-            0x80.. => ascii = false,
-            _ => return Err(DomainError::InvalidCharacter(char::from(b))),
-        }
-    }
-    if ascii {
-        check_ascii_label(&bytes[label_start..])
-    } else {
-        s.split('.').try_for_each(is_ldh_label)
+    let end = domain_prefix(s)?;
+    match s[end..].chars().next() {
+        None => Ok(()),
+        Some(c) => Err(DomainError::InvalidCharacter(c)),
     }
 }
 

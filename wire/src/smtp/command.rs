@@ -12,7 +12,7 @@ use nom::sequence::preceded;
 use super::params::{MailParams, ParamError, RcptParams, put_u64};
 use crate::types::{
     AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
-    ReversePath, SaslMechanism, SmtpText, TokenError, parse_path_prefix,
+    ReversePath, SaslMechanism, SmtpText, TokenError, class, parse_path_prefix,
 };
 
 /// Limits for command parsing. Every limit has its RFC default.
@@ -201,11 +201,10 @@ fn verb(line: &[u8]) -> Option<(Verb, &[u8])> {
 
 /// Rejects control bytes: CR, LF and NUL can smuggle a second command, the others corrupt logs.
 fn check_controls(line: &[u8]) -> Result<(), CommandError> {
-    // A branch-free fold over the whole line vectorises; the position is only needed on error.
-    let bad = line
-        .iter()
-        .fold(false, |acc, &b| acc | (b < 0x20) | (b == 0x7f));
-    match line.iter().find(|&&b| bad && (b < 0x20 || b == 0x7f)) {
+    if !class::has_control(line) {
+        return Ok(());
+    }
+    match line.iter().find(|&&b| b < 0x20 || b == 0x7f) {
         Some(&b) => Err(CommandError::ControlCharacter(b)),
         None => Ok(()),
     }

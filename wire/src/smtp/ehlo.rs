@@ -1,6 +1,6 @@
 //! Typed EHLO capabilities (RFC 5321 §4.1.1.1 and the extension RFCs).
 
-use super::reply::{Reply, ReplyCode, ReplyError};
+use super::reply::{Reply, ReplyCode, ReplyError, find_byte};
 use crate::types::{EsmtpKeyword, SaslMechanism};
 
 /// Why an EHLO reply could not be read as capabilities.
@@ -81,7 +81,7 @@ impl Capabilities {
         }
         let mut lines = reply.lines();
         let first = lines.next().unwrap_or_default();
-        let (domain, greeting) = first.split_once(' ').unwrap_or((first, ""));
+        let (domain, greeting) = split_space(first);
         if domain.is_empty() {
             return Err(EhloError::MissingDomain);
         }
@@ -96,8 +96,13 @@ impl Capabilities {
         Ok(caps)
     }
 
-    fn add_auth<'a>(&mut self, mechs: impl Iterator<Item = &'a str>) {
-        for m in mechs.filter(|m| !m.is_empty()) {
+    fn add_auth(&mut self, mut mechs: &str) {
+        while !mechs.is_empty() {
+            let (m, rest) = split_space(mechs);
+            mechs = rest;
+            if m.is_empty() {
+                continue;
+            }
             if let Ok(m) = SaslMechanism::try_from(m)
                 && !self.auth.contains(&m)
             {
@@ -107,10 +112,10 @@ impl Capabilities {
     }
 
     fn add_line(&mut self, line: &str) -> Result<(), EhloError> {
-        let (kw, params) = line.split_once(' ').unwrap_or((line, ""));
+        let (kw, params) = split_space(line);
         if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
             // The pre-standard form some servers still send next to `AUTH`.
-            self.add_auth(line[5..].split(' '));
+            self.add_auth(&line[5..]);
             return Ok(());
         }
         // Upper-cased into a stack buffer so one `match` dispatches every known keyword.
@@ -143,7 +148,7 @@ impl Capabilities {
                 return Ok(());
             }
             b"AUTH" => {
-                self.add_auth(params.split(' '));
+                self.add_auth(params);
                 return Ok(());
             }
             _ => {
@@ -235,5 +240,14 @@ impl Capabilities {
         }
         lines.extend(self.unparsed.iter().cloned());
         Reply::new(ReplyCode::OK, None, lines)
+    }
+}
+
+/// Splits at the first space: `("AUTH", "PLAIN LOGIN")`, or the whole and `""`.
+fn split_space(s: &str) -> (&str, &str) {
+    match find_byte(s.as_bytes(), b' ') {
+        // ' ' is ASCII, so both sides are character boundaries.
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
     }
 }

@@ -458,10 +458,16 @@ fn other_param(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Result<
 }
 
 fn parse_u64(v: &str) -> Option<u64> {
-    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+    if v.is_empty() || v.len() > 20 {
         return None;
     }
-    v.parse().ok()
+    v.bytes().try_fold(0u64, |acc, b| {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(d))
+    })
 }
 
 impl MailParams {

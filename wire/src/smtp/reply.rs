@@ -4,6 +4,8 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
+use crate::types::class;
+
 /// Why a reply line, a reply or a reply component was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -308,6 +310,9 @@ pub struct Reply {
 }
 
 fn check_line_bytes(line: &[u8]) -> Result<(), ReplyError> {
+    if !class::has_cr_lf_nul(line) {
+        return Ok(());
+    }
     match memchr::memchr3(b'\r', b'\n', 0, line) {
         Some(i) => Err(ReplyError::ControlCharacter(line[i])),
         None => Ok(()),
@@ -367,8 +372,10 @@ impl Reply {
     }
 
     /// The text lines, without code, separator or enhanced code.
-    pub fn lines(&self) -> impl Iterator<Item = &str> + '_ {
-        self.text.split('\n')
+    pub fn lines(&self) -> Lines<'_> {
+        Lines {
+            rest: Some(&self.text),
+        }
     }
 
     /// The number of lines (at least one).
@@ -424,18 +431,27 @@ impl Reply {
         let mut asm = ReplyAssembler::new(opts.clone());
         // One allocation for the whole text: it is never longer than the input.
         asm.text.reserve(input.len().min(opts.max_bytes));
-        let mut rest = input;
-        while !rest.is_empty() {
-            let Some(lf) = memchr::memchr(b'\n', rest) else {
+        // Validating the whole input once is much cheaper than line by line.
+        let utf8 = std::str::from_utf8(input).ok();
+        let mut pos = 0;
+        while pos < input.len() {
+            let Some(lf) = memchr::memchr(b'\n', &input[pos..]) else {
                 return Err(ReplyError::Incomplete);
             };
-            let line = match rest[..lf].strip_suffix(b"\r") {
-                Some(l) => l,
-                None => return Err(ReplyError::ControlCharacter(b'\n')),
-            };
-            rest = &rest[lf + 1..];
-            if let Some(reply) = asm.push_line(line)? {
-                return if rest.is_empty() {
+            let end = pos + lf;
+            if end == pos || input[end - 1] != b'\r' {
+                return Err(ReplyError::ControlCharacter(b'\n'));
+            }
+            let (start, line_end) = (pos, end - 1);
+            pos = end + 1;
+            // CR and LF are ASCII, so `start..line_end` are character boundaries.
+            let line_str = utf8.map(|u| &u[start..line_end]);
+            let r = asm.push_inner(&input[start..line_end], line_str);
+            if r.is_err() {
+                asm.reset();
+            }
+            if let Some(reply) = r? {
+                return if pos == input.len() {
                     Ok(reply)
                 } else {
                     Err(ReplyError::TrailingData)
@@ -452,7 +468,40 @@ impl Reply {
 }
 
 fn first_line(text: &str) -> &str {
-    text.split('\n').next().unwrap_or_default()
+    match find_byte(text.as_bytes(), b'\n') {
+        // The split is at an ASCII byte, so both halves are character boundaries.
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+/// A plain loop beats memchr's setup cost on the short lines of a reply.
+pub(crate) fn find_byte(h: &[u8], b: u8) -> Option<usize> {
+    h.iter().position(|&c| c == b)
+}
+
+/// The lines of a [`Reply`], from [`Reply::lines`].
+#[derive(Debug, Clone)]
+pub struct Lines<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match find_byte(rest.as_bytes(), b'\n') {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
 }
 
 fn enhanced_of(code: ReplyCode, text: &[u8]) -> Option<(EnhancedCode, &[u8])> {
@@ -553,14 +602,19 @@ impl ReplyAssembler {
 
     /// Feeds one line without its CRLF. Returns the reply when this was its last line.
     pub fn push_line(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyError> {
-        let r = self.push_inner(line);
+        let r = self.push_inner(line, None);
         if r.is_err() {
             self.reset();
         }
         r
     }
 
-    fn push_inner(&mut self, line: &[u8]) -> Result<Option<Reply>, ReplyError> {
+    /// `line_str` is `line` already known to be UTF-8, which saves validating it again.
+    fn push_inner(
+        &mut self,
+        line: &[u8],
+        line_str: Option<&str>,
+    ) -> Result<Option<Reply>, ReplyError> {
         let len = line.len() + 2;
         if len > self.opts.max_line_len {
             return Err(ReplyError::LineTooLong {
@@ -605,9 +659,14 @@ impl ReplyAssembler {
                 }
             }
         };
-        match std::str::from_utf8(text) {
-            Ok(t) => self.text.push_str(t),
-            Err(_) => self.text.push_str(&String::from_utf8_lossy(text)),
+        match line_str {
+            // `text` is a suffix of `line` cut after ASCII bytes, so the offset is a character
+            // boundary of `line_str`.
+            Some(ls) => self.text.push_str(&ls[line.len() - text.len()..]),
+            None => match std::str::from_utf8(text) {
+                Ok(t) => self.text.push_str(t),
+                Err(_) => self.text.push_str(&String::from_utf8_lossy(text)),
+            },
         }
         self.lines += 1;
         self.bytes += len;
