@@ -198,20 +198,20 @@ impl EncoderCore {
 
     fn end_line<S: Sink>(&mut self, out: &mut S) {
         out.put(b"\r\n");
+        self.count_line_end();
+    }
+
+    fn count_line_end(&mut self) {
         self.stats.bytes_out += 2;
         self.stats.lines += 1;
         self.line_len = 0;
         self.at_line_start = true;
     }
 
-    /// Writes the text run `run` (no CR or LF in it) of the current line; `offset` is the
+    /// Checks the text run `run` (no CR or LF in it, not empty) of the current line and
+    /// accounts for it; returns whether a dot must be stuffed in front of it. `offset` is the
     /// position of `run[0]` in the body.
-    fn put_run<S: Sink>(
-        &mut self,
-        run: &[u8],
-        offset: u64,
-        out: &mut S,
-    ) -> Result<(), EncodeError> {
+    fn check_run(&mut self, run: &[u8], offset: u64) -> Result<bool, EncodeError> {
         if !self.options.allow_8bit && !run.is_ascii() {
             // `is_ascii` is the fast word-at-a-time test; locate the octet only on failure.
             let index = run.iter().position(|b| !b.is_ascii()).unwrap_or(0);
@@ -219,24 +219,20 @@ impl EncoderCore {
                 line: self.stats.lines + 1,
                 offset: offset + index as u64,
             };
-            return self.fail(error);
+            self.fail(error)?;
         }
         let stuff = self.at_line_start && run[0] == b'.';
         let added = run.len() + usize::from(stuff);
         if let Some(limit) = self.options.max_line_len
             && self.line_len + added + 2 > limit
         {
-            return self.line_too_long();
+            self.line_too_long()?;
         }
-        if stuff {
-            out.put(b".");
-            self.stats.stuffed_lines += 1;
-        }
-        out.put(run);
+        self.stats.stuffed_lines += u64::from(stuff);
         self.line_len += added;
         self.stats.bytes_out += added as u64;
         self.at_line_start = false;
-        Ok(())
+        Ok(stuff)
     }
 
     fn encode<S: Sink>(&mut self, input: &[u8], out: &mut S) -> Result<(), EncodeError> {
@@ -245,11 +241,15 @@ impl EncoderCore {
         }
         let base = self.stats.bytes_in;
         let mut pos = 0;
+        // `input[copied..pos]` passed the checks and goes out verbatim: text and real CRLFs are
+        // copied in long spans, interrupted only where a dot or a CRLF must be inserted.
+        let mut copied = 0;
         while pos < input.len() {
             if self.skip_lf {
                 self.skip_lf = false;
                 if input[pos] == b'\n' {
                     pos += 1;
+                    copied = pos;
                     continue;
                 }
                 // The CR before this octet had no LF: it was a bare CR, already written as CRLF.
@@ -257,21 +257,34 @@ impl EncoderCore {
             }
             let rest = &input[pos..];
             let end = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-            if end > 0 {
-                self.put_run(&rest[..end], base + pos as u64, out)?;
+            if end > 0 && self.check_run(&rest[..end], base + pos as u64)? {
+                out.put(&input[copied..pos]);
+                out.put(b".");
+                copied = pos;
             }
             pos += end;
-            if let Some(&ending) = input.get(pos) {
-                if ending == b'\r' {
-                    // Written as CRLF at once, whatever follows: a bare CR becomes a line end.
-                    self.skip_lf = true;
-                } else {
-                    self.stats.normalised_line_endings += 1;
+            match input.get(pos) {
+                None => break,
+                Some(b'\r') if input.get(pos + 1) == Some(&b'\n') => {
+                    pos += 2;
+                    self.count_line_end();
                 }
-                self.end_line(out);
-                pos += 1;
+                Some(&ending) => {
+                    out.put(&input[copied..pos]);
+                    if ending == b'\r' {
+                        // A bare CR, or a CR whose LF may come in the next chunk: written as
+                        // CRLF at once, and a following LF is dropped.
+                        self.skip_lf = true;
+                    } else {
+                        self.stats.normalised_line_endings += 1;
+                    }
+                    self.end_line(out);
+                    pos += 1;
+                    copied = pos;
+                }
             }
         }
+        out.put(&input[copied..pos]);
         self.stats.bytes_in += input.len() as u64;
         Ok(())
     }
