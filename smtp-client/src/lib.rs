@@ -1,1 +1,3 @@
-//! mailferry-smtp-client (in progress)
+//! mailferry-smtp-client (docs below are completed with the shell).
+
+pub mod proto;
