@@ -120,19 +120,26 @@ pub async fn connect_tcp(
 ) -> Result<TcpStream, NetError> {
     tokio::time::timeout(timeout, connect_any(host, port, source))
         .await
-        .map_err(|_| NetError::Timeout { what: "connect", after: timeout })?
+        .map_err(|_| NetError::Timeout {
+            what: "connect",
+            after: timeout,
+        })?
 }
 
-async fn connect_any(
-    host: &str,
-    port: u16,
-    source: Option<IpAddr>,
-) -> Result<TcpStream, NetError> {
+async fn connect_any(host: &str, port: u16, source: Option<IpAddr>) -> Result<TcpStream, NetError> {
     // A bracketed IPv6 literal is how operators write one next to a port.
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let resolve_err = |source| NetError::Resolve { host: host.to_owned(), source };
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host((bare, port)).await.map_err(resolve_err)?.collect();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let resolve_err = |source| NetError::Resolve {
+        host: host.to_owned(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(resolve_err)?
+        .collect();
     let mut last = None;
     for addr in addrs {
         // A source address only fits destinations of its own family.
@@ -150,7 +157,11 @@ async fn connect_any(
 }
 
 async fn connect_one(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
@@ -166,13 +177,18 @@ pub async fn tls_connect<IO: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<ClientConfig>,
     timeout: Duration,
 ) -> Result<MaybeTls<IO>, NetError> {
-    let bare = server_name.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let bare = server_name
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'));
     let name = ServerName::try_from(bare.unwrap_or(server_name).to_owned())
         .map_err(|_| NetError::InvalidServerName(server_name.to_owned()))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let stream = tokio::time::timeout(timeout, connector.connect(name, io))
         .await
-        .map_err(|_| NetError::Timeout { what: "TLS handshake", after: timeout })?
+        .map_err(|_| NetError::Timeout {
+            what: "TLS handshake",
+            after: timeout,
+        })?
         .map_err(NetError::Tls)?;
     Ok(MaybeTls::Tls(Box::new(TlsStream::Client(stream))))
 }
@@ -187,7 +203,10 @@ pub async fn tls_accept<IO: AsyncRead + AsyncWrite + Unpin>(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let stream = tokio::time::timeout(timeout, acceptor.accept(io))
         .await
-        .map_err(|_| NetError::Timeout { what: "TLS handshake", after: timeout })?
+        .map_err(|_| NetError::Timeout {
+            what: "TLS handshake",
+            after: timeout,
+        })?
         .map_err(NetError::Tls)?;
     Ok(MaybeTls::Tls(Box::new(TlsStream::Server(stream))))
 }
@@ -285,14 +304,20 @@ mod tests {
         let (client_cfg, server_cfg) = configs();
         let (a, b) = tokio::io::duplex(4096);
         let server = tokio::spawn(async move {
-            let mut s = MaybeTls::Plain(b).upgrade_server(server_cfg, LIMIT).await.unwrap();
+            let mut s = MaybeTls::Plain(b)
+                .upgrade_server(server_cfg, LIMIT)
+                .await
+                .unwrap();
             assert!(s.is_tls());
             let mut buf = [0u8; 5];
             s.read_exact(&mut buf).await.unwrap();
             s.write_all(&buf).await.unwrap();
             s.flush().await.unwrap();
         });
-        let mut c = MaybeTls::Plain(a).upgrade_client("localhost", client_cfg, LIMIT).await.unwrap();
+        let mut c = MaybeTls::Plain(a)
+            .upgrade_client("localhost", client_cfg, LIMIT)
+            .await
+            .unwrap();
         c.write_all(b"hello").await.unwrap();
         c.flush().await.unwrap();
         let mut echo = [0u8; 5];
@@ -306,8 +331,13 @@ mod tests {
         let (client_cfg, server_cfg) = configs();
         let (a, b) = tokio::io::duplex(4096);
         let _server = tokio::spawn(tls_accept(b, server_cfg, LIMIT));
-        let c = tls_connect(a, "localhost", client_cfg.clone(), LIMIT).await.unwrap();
-        let err = c.upgrade_client("localhost", client_cfg, LIMIT).await.unwrap_err();
+        let c = tls_connect(a, "localhost", client_cfg.clone(), LIMIT)
+            .await
+            .unwrap();
+        let err = c
+            .upgrade_client("localhost", client_cfg, LIMIT)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::AlreadyTls), "{err:?}");
     }
 
@@ -316,7 +346,9 @@ mod tests {
         let (client_cfg, server_cfg) = configs();
         let (a, b) = tokio::io::duplex(4096);
         let _server = tokio::spawn(tls_accept(b, server_cfg, LIMIT));
-        let err = tls_connect(a, "example.org", client_cfg, LIMIT).await.unwrap_err();
+        let err = tls_connect(a, "example.org", client_cfg, LIMIT)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::Tls(_)), "{err:?}");
     }
 
@@ -325,7 +357,9 @@ mod tests {
         let (client_cfg, _) = configs();
         let (a, mut b) = tokio::io::duplex(4096);
         b.write_all(b"+OK POP3 server ready\r\n").await.unwrap();
-        let err = tls_connect(a, "localhost", client_cfg, LIMIT).await.unwrap_err();
+        let err = tls_connect(a, "localhost", client_cfg, LIMIT)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::Tls(_)), "{err:?}");
     }
 
@@ -334,7 +368,9 @@ mod tests {
         let (client_cfg, _) = configs();
         let (a, _b) = tokio::io::duplex(4096);
         let deadline = Duration::from_secs(3);
-        let err = tls_connect(a, "localhost", client_cfg, deadline).await.unwrap_err();
+        let err = tls_connect(a, "localhost", client_cfg, deadline)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, NetError::Timeout { what: "TLS handshake", after } if after == deadline),
             "{err:?}"
@@ -346,8 +382,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accept = tokio::spawn(async move { listener.accept().await.unwrap() });
-        let stream =
-            connect_tcp("127.0.0.1", port, Some("127.0.0.1".parse().unwrap()), LIMIT).await.unwrap();
+        let stream = connect_tcp("127.0.0.1", port, Some("127.0.0.1".parse().unwrap()), LIMIT)
+            .await
+            .unwrap();
         assert!(stream.nodelay().unwrap());
         let (_, peer) = accept.await.unwrap();
         assert_eq!(peer, stream.local_addr().unwrap());
@@ -356,8 +393,14 @@ mod tests {
     #[tokio::test]
     async fn connect_tcp_to_a_closed_port_names_the_address() {
         // Bind then drop: the port is very likely closed for the moment of the test.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let err = connect_tcp("127.0.0.1", port, None, LIMIT).await.unwrap_err();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = connect_tcp("127.0.0.1", port, None, LIMIT)
+            .await
+            .unwrap_err();
         match err {
             NetError::Connect { addr, .. } => assert_eq!(addr.port(), port),
             other => panic!("expected Connect, got {other:?}"),
@@ -368,7 +411,9 @@ mod tests {
     async fn invalid_server_name_is_rejected_before_the_handshake() {
         let (client_cfg, _) = configs();
         let (a, _b) = tokio::io::duplex(64);
-        let err = tls_connect(a, "bad name!", client_cfg, LIMIT).await.unwrap_err();
+        let err = tls_connect(a, "bad name!", client_cfg, LIMIT)
+            .await
+            .unwrap_err();
         assert!(matches!(err, NetError::InvalidServerName(n) if n == "bad name!"));
     }
 }
