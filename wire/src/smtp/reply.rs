@@ -668,6 +668,12 @@ impl ReplyAssembler {
                 Err(_) => self.text.push_str(&String::from_utf8_lossy(text)),
             },
         }
+        // Invalid UTF-8 becomes U+FFFD, three octets for one: the stored text is bounded too.
+        if self.text.len() > self.opts.max_bytes {
+            return Err(ReplyError::TooManyBytes {
+                max: self.opts.max_bytes,
+            });
+        }
         self.lines += 1;
         self.bytes += len;
         if !last {

@@ -1033,3 +1033,29 @@ fn long_old_style_auth_line_is_read() {
     let mechs: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
     assert_eq!(mechs, ["SCRAM-SHA-256-PLUS", "PLAIN"]);
 }
+
+/// Fuzz regression (wire_smtp_reply): invalid UTF-8 expands threefold into U+FFFD, which
+/// pushed the stored text past `max_bytes` although the wire octets were within it.
+#[test]
+fn invalid_utf8_expansion_stays_within_max_bytes() {
+    let opts = ReplyOptions {
+        max_bytes: 64,
+        ..ReplyOptions::default()
+    };
+    let mut line = b"550 ".to_vec();
+    line.extend_from_slice(&[0xff; 40]);
+    let mut asm = ReplyAssembler::new(opts.clone());
+    assert_eq!(
+        asm.push_line(&line).unwrap_err(),
+        ReplyError::TooManyBytes { max: 64 }
+    );
+    let mut wire = line.clone();
+    wire.extend_from_slice(b"\r\n");
+    assert_eq!(
+        Reply::parse(&wire, &opts).unwrap_err(),
+        ReplyError::TooManyBytes { max: 64 }
+    );
+    line.truncate(4 + 20);
+    let r = asm.push_line(&line).unwrap().unwrap();
+    assert_eq!(r.text().len(), 60);
+}
