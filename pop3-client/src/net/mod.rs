@@ -27,7 +27,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::proto::{
-    Client, CommandId, CommandResult, Event, Greeting, Options, ProtocolError, Response, UsageError,
+    Client, CommandId, CommandResult, Event, Greeting, Options, ProtocolError, Response,
+    SessionState, UsageError,
 };
 
 /// Everything needed to open an authenticated POP3 session.
@@ -346,6 +347,13 @@ impl Conn {
 
     async fn starttls(&mut self, config: &Config) -> Result<(), Error> {
         let (tls, security) = config.tls.clone().ok_or(TlsRequiredError::NoTlsConfig)?;
+        if self.client.state() != SessionState::AwaitingTls {
+            // The core refused the switch (e.g. data after `+OK`): report why.
+            return Err(match self.client.poll_event() {
+                Some(Event::ConnectionLost(e)) => Error::Protocol(e),
+                _ => Error::Protocol(ProtocolError::DataBeforeTls),
+            });
+        }
         let stream = self
             .stream
             .take()

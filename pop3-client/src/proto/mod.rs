@@ -836,6 +836,11 @@ impl Client {
                 Response::Ok(status)
             }
             Command::Stls => {
+                // Checked before the positive answer is reported, so that no caller can start
+                // a handshake over injected plaintext (SECURITY.md, response injection).
+                if !self.framer.buffered().is_empty() {
+                    return Err(ProtocolError::DataBeforeTls);
+                }
                 self.stls_done = true;
                 self.state = SessionState::AwaitingTls;
                 // RFC 2595 §4: nothing learnt before TLS survives it.

@@ -247,8 +247,13 @@ fn rejects_bytes_buffered_before_tls() {
     let mut h = H::new(Options::default());
     h.feed(b"+OK\r\n");
     h.submit(Command::Stls);
+    h.events();
     h.feed(b"+OK Begin TLS\r\n+OK [injected]\r\n");
-    assert_eq!(h.lost(), ProtocolError::DataBeforeTls);
+    // The `+OK` is never reported as a success a caller could start a handshake on.
+    assert_eq!(
+        h.events(),
+        vec![Event::ConnectionLost(ProtocolError::DataBeforeTls)]
+    );
     // Sticky: nothing more happens.
     h.feed(b"+OK\r\n");
     assert!(h.events().is_empty());
