@@ -284,36 +284,43 @@ pub(crate) fn domain_prefix(s: &str) -> Result<usize, DomainError> {
         validate_domain(&s[..end])?;
         return Ok(end);
     }
-    let mut label_start = 0;
-    let mut ascii = true;
-    let mut end = b.len();
-    for (i, &c) in b.iter().enumerate() {
-        if class::is(c, class::LDH) {
-            continue;
-        }
-        match c {
-            b'.' => {
-                check_ascii_label(&b[label_start..i])?;
-                label_start = i + 1;
-            }
-            0x80.. => ascii = false,
-            _ => {
-                end = i;
-                break;
-            }
-        }
-    }
-    if end == 0 {
+    if b.first().is_none_or(|&c| !class::is(c, class::LDH) && c != b'.' && c < 0x80) {
         return Err(DomainError::Empty);
     }
+    // One tight loop per label; the rare non-ASCII domain takes the char-wise path.
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && class::is(b[i], class::LDH) {
+            i += 1;
+        }
+        if i < b.len() && b[i] >= 0x80 {
+            return unicode_domain_prefix(s);
+        }
+        check_ascii_label(&b[start..i])?;
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    if i > MAX_DOMAIN_LEN {
+        return Err(DomainError::TooLong { len: i });
+    }
+    Ok(i)
+}
+
+/// [`domain_prefix`] for domains with U-labels.
+fn unicode_domain_prefix(s: &str) -> Result<usize, DomainError> {
+    let end = s
+        .bytes()
+        .position(|c| !(class::is(c, class::LDH) || c == b'.' || c >= 0x80))
+        .unwrap_or(s.len());
     if end > MAX_DOMAIN_LEN {
         return Err(DomainError::TooLong { len: end });
     }
-    if ascii {
-        check_ascii_label(&b[label_start..end])?;
-    } else {
-        s[..end].split('.').try_for_each(is_ldh_label)?;
-    }
+    // `end` is at an ASCII byte or the end, so it is a character boundary.
+    s[..end].split('.').try_for_each(is_ldh_label)?;
     Ok(end)
 }
 
@@ -677,14 +684,18 @@ impl Mailbox {
                 }
             }
         } else {
-            match memchr::memchr3(b'@', b'>', b' ', b) {
-                Some(i) if b[i] == b'@' => i,
-                _ => {
-                    if let Some(c) = s.chars().find(|c| c.is_control()) {
-                        return Err(AddressError::InvalidLocalPartCharacter(c));
-                    }
-                    return Err(AddressError::MissingAt);
+            // Dot-string: atext and dots up to the '@', checked in the same pass.
+            let mut i = 0;
+            while i < b.len() && (class::is(b[i], class::ATEXT) || b[i] == b'.' || b[i] >= 0x80) {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(b'@') => i,
+                None | Some(b' ' | b'>') => return Err(AddressError::MissingAt),
+                Some(&c) if c < 0x20 || c == 0x7f => {
+                    return Err(AddressError::InvalidLocalPartCharacter(char::from(c)));
                 }
+                Some(_) => return Err(AddressError::MalformedLocalPart),
             }
         };
         if b.get(local_end) != Some(&b'@') {

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use crate::types::{
-    AddressError, EsmtpKeyword, EsmtpValue, MAX_ESMTP_VALUE_LEN, Mailbox, TokenError, class,
+    AddressError, EsmtpKeyword, EsmtpValue, MAX_ESMTP_KEYWORD_LEN, MAX_ESMTP_VALUE_LEN, Mailbox,
+    TokenError, class,
 };
 use bytes::{BufMut, BytesMut};
 
@@ -391,23 +392,48 @@ fn for_each_param<'a>(
             return Err(ParamError::Malformed);
         }
         let start = i + 1;
-        let end = memchr::memchr(b' ', &b[start..]).map_or(b.len(), |j| start + j);
-        if end == start {
-            return Err(ParamError::Malformed);
+        // Fast path: keyword bytes are LDH, value bytes esmtp-value ASCII, validated while
+        // scanning. Anything else (non-ASCII, a stray '=' or control) ends the fast scan and
+        // falls back to the validating split below, which names the exact error.
+        let mut end = start;
+        while end < b.len() && class::is(b[end], class::LDH) {
+            end += 1;
         }
-        // Splitting at ASCII ' ' and '=' keeps both halves on character boundaries.
-        let item = &s[start..end];
-        let (k, v) = match memchr::memchr(b'=', item.as_bytes()) {
-            Some(e) => (&item[..e], Some(&item[e + 1..])),
-            None => (item, None),
+        let kw_end = end;
+        let mut fast =
+            kw_end > start && b[start] != b'-' && kw_end - start <= MAX_ESMTP_KEYWORD_LEN;
+        if end < b.len() && b[end] == b'=' {
+            end += 1;
+            while end < b.len() && class::is(b[end], class::VALUE) {
+                end += 1;
+            }
+            fast &= end > kw_end + 1 && end - kw_end - 1 <= MAX_ESMTP_VALUE_LEN;
+        }
+        fast &= end == b.len() || b[end] == b' ';
+        let (k, v) = if fast {
+            // Every byte up to `end` is ASCII, so these are character boundaries.
+            let k = &s[start..kw_end];
+            (k, (end > kw_end).then(|| &s[kw_end + 1..end]))
+        } else {
+            end = start + s[start..].find(' ').unwrap_or(s.len() - start);
+            if end == start {
+                return Err(ParamError::Malformed);
+            }
+            // Splitting at ASCII ' ' and '=' keeps every piece on character boundaries.
+            let item = &s[start..end];
+            let (k, v) = match item.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (item, None),
+            };
+            EsmtpKeyword::validate(k).map_err(ParamError::Keyword)?;
+            if let Some(v) = v {
+                EsmtpValue::validate(v).map_err(|error| ParamError::Value {
+                    keyword: k.to_owned(),
+                    error,
+                })?;
+            }
+            (k, v)
         };
-        EsmtpKeyword::validate(k).map_err(ParamError::Keyword)?;
-        if let Some(v) = v {
-            EsmtpValue::validate(v).map_err(|error| ParamError::Value {
-                keyword: k.to_owned(),
-                error,
-            })?;
-        }
         f(k, v)?;
         i = end;
     }
