@@ -18,14 +18,16 @@
 //! With the `tokio` feature, `net::Server` runs one task per connection over that loop and
 //! maps the events onto an async `net::Handler`:
 //!
-//! ```ignore
+//! ```no_run
 //! # #[cfg(feature = "tokio")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use mailferry_smtp_server::net::{Handler, Server};
 //! use mailferry_smtp_server::proto::Options;
 //!
 //! struct Sink;
-//! impl Handler for Sink {}
+//! impl Handler for Sink {
+//!     type Conn = ();
+//! }
 //!
 //! let server = Server::bind("127.0.0.1:2525", Options::default(), None).await?;
 //! server.serve(Sink).await?;
@@ -87,3 +89,6 @@
 //! | RFC 3848 | §1 | `with` protocol types in `Received:` |
 
 pub mod proto;
+
+#[cfg(feature = "tokio")]
+pub mod net;

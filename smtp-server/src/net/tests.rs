@@ -1,0 +1,258 @@
+//! Loopback tests of the listener; every wait is bounded.
+
+use std::sync::Mutex;
+
+use mailferry_testkit::TestCa;
+use mailferry_wire::net::{MaybeTls, tls_connect};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+
+use super::*;
+
+const STEP: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Collect {
+    messages: Mutex<Vec<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct Msg(Vec<u8>);
+
+impl Handler for Arc<Collect> {
+    type Conn = Msg;
+    async fn data_chunk(&self, conn: &mut Msg, chunk: Bytes) {
+        conn.0.extend_from_slice(&chunk);
+    }
+    async fn data_end(&self, conn: &mut Msg, _: &Context, _: Envelope) -> Option<Reply> {
+        self.messages
+            .lock()
+            .unwrap()
+            .push(std::mem::take(&mut conn.0));
+        None
+    }
+}
+
+struct Client<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads one complete reply.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(STEP, self.io.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            all.push_str(&line);
+            if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.io.get_mut().write_all(line.as_bytes()).await.unwrap();
+        self.reply().await
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Client<TcpStream> {
+    let s = tokio::time::timeout(STEP, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    Client {
+        io: BufReader::new(s),
+    }
+}
+
+fn options() -> Options {
+    Options {
+        hostname: Domain::try_from("mx.test").unwrap(),
+        ..Options::default()
+    }
+}
+
+async fn start(
+    options: Options,
+    tls: Option<Arc<ServerConfig>>,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<io::Result<()>>,
+    Arc<Collect>,
+) {
+    let server = Server::bind("127.0.0.1:0", options, tls).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let sink = Arc::new(Collect::default());
+    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    (addr, token, handle, sink)
+}
+
+#[tokio::test]
+async fn end_to_end_message_and_graceful_shutdown() {
+    let (addr, token, handle, sink) = start(options(), None).await;
+    let mut c = connect(addr).await;
+    assert_eq!(c.reply().await, "220 mx.test ESMTP mailferry\r\n");
+    let ehlo = c.cmd("EHLO client.test\r\n").await;
+    assert!(
+        ehlo.contains("250-PIPELINING\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    // One pipelined group.
+    c.io.get_mut()
+        .write_all(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    assert_eq!(c.reply().await, "250 2.1.0 Sender ok\r\n");
+    assert_eq!(c.reply().await, "250 2.1.5 Recipient ok\r\n");
+    assert!(c.reply().await.starts_with("354 "));
+    assert_eq!(
+        c.cmd("Subject: hi\r\n\r\nbody\r\n.\r\n").await,
+        "250 2.0.0 Ok: queued\r\n"
+    );
+    let msgs = sink.messages.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].ends_with(b"Subject: hi\r\n\r\nbody\r\n"));
+
+    // Shutdown: the idle session is told 421 and serve() returns.
+    token.cancel();
+    assert_eq!(
+        c.reply().await,
+        "421 4.3.2 mx.test Service shutting down\r\n"
+    );
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections"
+    );
+}
+
+#[tokio::test]
+async fn connection_floods_hit_per_ip_and_global_limits() {
+    let mut o = options();
+    o.max_connections_per_ip = 2;
+    let (addr, token, handle, _) = start(o, None).await;
+    let mut a = connect(addr).await;
+    let mut b = connect(addr).await;
+    assert!(a.reply().await.starts_with("220 "));
+    assert!(b.reply().await.starts_with("220 "));
+    let mut c = connect(addr).await;
+    assert_eq!(
+        c.reply().await,
+        "421 4.7.0 mx.test Error: too many connections\r\n"
+    );
+    // A slot frees when a connection ends.
+    assert!(a.cmd("QUIT\r\n").await.starts_with("221 "));
+    drop(a);
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut d = connect(addr).await;
+        if d.reply().await.starts_with("220 ") {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "slot released");
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let mut o = options();
+    o.max_connections = 1;
+    let (addr, token, handle, _) = start(o, None).await;
+    let mut a = connect(addr).await;
+    assert!(a.reply().await.starts_with("220 "));
+    let mut b = connect(addr).await;
+    assert_eq!(
+        b.reply().await,
+        "421 4.7.0 mx.test Error: too many connections\r\n"
+    );
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn starttls_upgrade_and_auth_after_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let server = Server::bind("127.0.0.1:0", options(), Some(ca.server_config().unwrap()))
+        .await
+        .unwrap()
+        .with_credentials(Arc::new(TestStore));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let handle = tokio::spawn(server.serve(Arc::new(Collect::default())));
+    let mut c = connect(addr).await;
+    c.reply().await;
+    let ehlo = c.cmd("EHLO client.test\r\n").await;
+    assert!(
+        ehlo.contains("250-STARTTLS\r\n") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd("STARTTLS\r\n").await,
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    let tcp = c.io.into_inner();
+    let name = ca.server_name().to_str().into_owned();
+    let tls = tls_connect(tcp, &name, ca.client_config().unwrap(), STEP)
+        .await
+        .unwrap();
+    assert!(matches!(tls, MaybeTls::Tls(_)));
+    let mut c = Client {
+        io: BufReader::new(tls),
+    };
+    let ehlo = c.cmd("EHLO client.test\r\n").await;
+    assert!(
+        ehlo.contains("250-AUTH PLAIN LOGIN CRAM-MD5\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN AHRlc3QAMTIzNA==\r\n").await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    token.cancel();
+    assert_eq!(
+        c.reply().await,
+        "421 4.3.2 mx.test Service shutting down\r\n"
+    );
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+struct TestStore;
+
+impl mailferry_sasl::CredentialStore for TestStore {
+    fn verify_password(
+        &self,
+        authcid: &str,
+        password: &mailferry_sasl::Secret<String>,
+        _authzid: Option<&str>,
+    ) -> mailferry_sasl::Verdict {
+        if authcid == "test" && password.expose() == "1234" {
+            mailferry_sasl::Verdict::Accept
+        } else {
+            mailferry_sasl::Verdict::Reject
+        }
+    }
+}
