@@ -1,0 +1,203 @@
+//! Real clients against the listener: swaks (each AUTH mechanism, STARTTLS, pipelining) and
+//! Postfix's smtp-source (load). Run by scripts/full-test.sh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mailferry_sasl::{CredentialStore, Lookup, Secret, Verdict};
+use mailferry_smtp_server::net::{Handler, Server};
+use mailferry_smtp_server::proto::{Context, Envelope, Options};
+use mailferry_testkit::TestCa;
+use mailferry_wire::smtp::Reply;
+use mailferry_wire::types::Domain;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Count {
+    messages: AtomicUsize,
+    octets: AtomicUsize,
+}
+
+struct Sink(Arc<Count>);
+
+impl Handler for Sink {
+    type Conn = ();
+    async fn data_chunk(&self, _: &mut (), chunk: Bytes) {
+        self.0.octets.fetch_add(chunk.len(), Ordering::Relaxed);
+    }
+    async fn data_end(&self, _: &mut (), _: &Context, _: Envelope) -> Option<Reply> {
+        self.0.messages.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+struct Users;
+
+impl CredentialStore for Users {
+    fn verify_password(&self, user: &str, pw: &Secret<String>, _: Option<&str>) -> Verdict {
+        if user == "alice" && pw.expose() == "wonderland" {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
+    }
+    fn cram_md5_secret(&self, user: &str) -> Lookup {
+        if user == "alice" {
+            Lookup::Found(Secret::new("wonderland".into()))
+        } else {
+            Lookup::NotFound
+        }
+    }
+}
+
+async fn start(tls: bool) -> (SocketAddr, CancellationToken, Arc<Count>, TestCa) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let mut options = Options::default();
+    options.hostname = Domain::try_from("mx.test").unwrap();
+    let config = tls.then(|| ca.server_config().unwrap());
+    let server = Server::bind("127.0.0.1:0", options, config)
+        .await
+        .unwrap()
+        .with_credentials(Arc::new(Users));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let count = Arc::new(Count::default());
+    tokio::spawn(server.serve(Sink(Arc::clone(&count))));
+    (addr, token, count, ca)
+}
+
+async fn swaks(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("/usr/bin/swaks")
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
+async fn swaks_each_auth_mechanism_over_starttls() {
+    let (addr, token, count, _ca) = start(true).await;
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        let args: Vec<String> = [
+            "--server",
+            &addr.to_string(),
+            "--from",
+            "alice@mx.test",
+            "--to",
+            "bob@mx.test",
+            "--tls",
+            "--auth",
+            mech,
+            "--auth-user",
+            "alice",
+            "--auth-password",
+            "wonderland",
+            "--timeout",
+            "10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
+            .await
+            .unwrap();
+        assert!(ok, "{mech}: {text}");
+        assert!(
+            text.contains("235 2.7.0 Authentication successful"),
+            "{mech}: {text}"
+        );
+        assert!(text.contains("250 2.0.0 Ok: queued"), "{mech}: {text}");
+    }
+    assert_eq!(count.messages.load(Ordering::Relaxed), 3);
+    // A wrong password is refused with 535 5.7.8.
+    let args: Vec<String> = [
+        "--server",
+        &addr.to_string(),
+        "--to",
+        "bob@mx.test",
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "wrong",
+        "--timeout",
+        "10",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, text) = swaks(args).await;
+    assert!(!ok);
+    assert!(text.contains("535 5.7.8"), "{text}");
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
+async fn swaks_pipelining() {
+    let (addr, token, count, _ca) = start(false).await;
+    let args: Vec<String> = [
+        "--server",
+        &addr.to_string(),
+        "--from",
+        "a@client.test",
+        "--to",
+        "b@mx.test,c@mx.test",
+        "--pipeline",
+        "--timeout",
+        "10",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    assert!(text.contains("250 2.0.0 Ok: queued"), "{text}");
+    assert_eq!(count.messages.load(Ordering::Relaxed), 1);
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
+async fn smtp_source_load() {
+    let (addr, token, count, _ca) = start(false).await;
+    let target = addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        mailferry_testkit::smtp_source(
+            &[
+                "-s",
+                "4",
+                "-m",
+                "200",
+                "-l",
+                "4096",
+                "-t",
+                "rcpt@mx.test",
+                &target,
+            ],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(out.success, "{out:?}");
+    assert_eq!(count.messages.load(Ordering::Relaxed), 200);
+    assert!(count.octets.load(Ordering::Relaxed) >= 200 * 4096);
+    token.cancel();
+}
