@@ -1,6 +1,9 @@
 //! Real clients against the listener: swaks (each AUTH mechanism, STARTTLS, pipelining) and
 //! Postfix's smtp-source (load). Run by scripts/full-test.sh.
 
+// Test helpers outside #[test] fns: a failed setup should panic loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
