@@ -138,6 +138,14 @@ pub(crate) mod class {
         less_than(x ^ (LO * u64::from(b)), 1)
     }
 
+    /// The last (up to seven) bytes as one word, padded with spaces.
+    #[inline]
+    fn tail_word(rest: &[u8]) -> u64 {
+        let mut w = [b' '; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        u64::from_le_bytes(w)
+    }
+
     /// Scans eight bytes at a time (SWAR): true when `s` has a C0 control byte or DEL.
     /// The common line has none, so the exact position is only searched on failure.
     #[inline]
@@ -150,7 +158,9 @@ pub(crate) mod class {
             let x = u64::from_le_bytes(w);
             acc |= less_than(x, 0x20) | equal(x, 0x7f);
         }
-        acc != 0 || chunks.remainder().iter().any(|&b| b < 0x20 || b == 0x7f)
+        // The tail is padded with spaces, which match neither test.
+        let x = tail_word(chunks.remainder());
+        (acc | less_than(x, 0x20) | equal(x, 0x7f)) != 0
     }
 
     /// Like [`has_control`] for CR, LF and NUL only (reply text may carry TAB and others,
@@ -165,11 +175,8 @@ pub(crate) mod class {
             let x = u64::from_le_bytes(w);
             acc |= equal(x, b'\r') | equal(x, b'\n') | equal(x, 0);
         }
-        acc != 0
-            || chunks
-                .remainder()
-                .iter()
-                .any(|&b| matches!(b, b'\r' | b'\n' | 0))
+        let x = tail_word(chunks.remainder());
+        (acc | equal(x, b'\r') | equal(x, b'\n') | equal(x, 0)) != 0
     }
 }
 
@@ -284,7 +291,9 @@ pub(crate) fn domain_prefix(s: &str) -> Result<usize, DomainError> {
         validate_domain(&s[..end])?;
         return Ok(end);
     }
-    if b.first().is_none_or(|&c| !class::is(c, class::LDH) && c != b'.' && c < 0x80) {
+    if b.first()
+        .is_none_or(|&c| !class::is(c, class::LDH) && c != b'.' && c < 0x80)
+    {
         return Err(DomainError::Empty);
     }
     // One tight loop per label; the rare non-ASCII domain takes the char-wise path.
@@ -1050,8 +1059,14 @@ string_newtype_common!(SmtpText);
 /// ```
 ///
 /// `TryFrom<&str>` accepts lower case too (SMTP commands are case-insensitive) and upper-cases.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SaslMechanism(String);
+/// The name is stored inline (at most 20 octets), so the type is `Copy` and an EHLO reply's
+/// mechanism list costs no allocation per name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SaslMechanism {
+    /// Upper-case ASCII name, zero-padded: equal names compare equal as whole arrays.
+    name: [u8; MAX_SASL_MECHANISM_LEN],
+    len: u8,
+}
 
 impl SaslMechanism {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
@@ -1064,7 +1079,8 @@ impl SaslMechanism {
 
     /// The mechanism name, upper case.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Invariant: validated ASCII, so the conversion cannot fail.
+        std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or_default()
     }
 }
 
@@ -1072,13 +1088,30 @@ impl TryFrom<&str> for SaslMechanism {
     type Error = TokenError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
         Self::validate(s)?;
-        Ok(SaslMechanism(s.to_ascii_uppercase()))
+        let mut name = [0u8; MAX_SASL_MECHANISM_LEN];
+        for (d, c) in name.iter_mut().zip(s.bytes()) {
+            *d = c.to_ascii_uppercase();
+        }
+        // At most 20 octets, checked by `validate`.
+        let len = u8::try_from(s.len()).map_err(|_| TokenError::TooLong {
+            len: s.len(),
+            max: MAX_SASL_MECHANISM_LEN,
+        })?;
+        Ok(SaslMechanism { name, len })
+    }
+}
+
+impl fmt::Debug for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SaslMechanism")
+            .field(&self.as_str())
+            .finish()
     }
 }
 
 impl fmt::Display for SaslMechanism {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -1480,5 +1513,59 @@ mod tests {
                 "{s:?}"
             );
         }
+    }
+
+    #[test]
+    fn swar_scans_find_every_position() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(!class::has_control(&clean), "{len}");
+            assert!(!class::has_cr_lf_nul(&clean), "{len}");
+            for pos in 0..len {
+                for bad in [0u8, b'\r', b'\n', 0x1f, 0x7f, b'\t'] {
+                    let mut v = clean.clone();
+                    v[pos] = bad;
+                    assert!(class::has_control(&v), "{len} {pos} {bad}");
+                    assert_eq!(
+                        class::has_cr_lf_nul(&v),
+                        matches!(bad, 0 | b'\r' | b'\n'),
+                        "{len} {pos} {bad}"
+                    );
+                }
+                // Bytes next to the control range, and high bytes, are not controls.
+                for ok in [b' ', b'~', 0x80, 0xff, 0x0d + 0x80, 0x8a] {
+                    let mut v = clean.clone();
+                    v[pos] = ok;
+                    assert!(!class::has_control(&v), "{len} {pos} {ok}");
+                    assert!(!class::has_cr_lf_nul(&v), "{len} {pos} {ok}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_and_slow_domain_paths_agree() {
+        for d in [
+            "a.b",
+            "ab-c.d",
+            "x",
+            "a-.b",
+            "a..b",
+            "[1.2.3.4]",
+            "é.b",
+            "a.é-",
+            "-é.b",
+        ] {
+            let prefix = domain_prefix(d).and_then(|n| {
+                if n == d.len() {
+                    Ok(())
+                } else {
+                    Err(DomainError::InvalidCharacter('?'))
+                }
+            });
+            assert_eq!(prefix.is_ok(), validate_domain(d).is_ok(), "{d}");
+        }
+        assert_eq!(validate_domain("a.é-"), Err(DomainError::HyphenAtLabelEdge));
+        assert_eq!(domain_prefix("é.b>rest"), Ok("é.b".len()));
     }
 }

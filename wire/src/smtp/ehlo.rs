@@ -118,16 +118,11 @@ impl Capabilities {
             self.add_auth(&line[5..]);
             return Ok(());
         }
-        // Upper-cased into a stack buffer so one `match` dispatches every known keyword.
-        let mut buf = [0u8; 19];
-        let known = kw.len() <= buf.len();
-        if known {
-            for (d, c) in buf.iter_mut().zip(kw.bytes()) {
-                *d = c.to_ascii_uppercase();
-            }
-        }
-        let key = if known { &buf[..kw.len()] } else { &[][..] };
-        let flag = match key {
+        let key = EHLO_KEYWORDS
+            .iter()
+            .copied()
+            .find(|n| n.len() == kw.len() && kw.as_bytes().eq_ignore_ascii_case(n));
+        let flag = match key.unwrap_or_default() {
             b"PIPELINING" => &mut self.pipelining,
             b"8BITMIME" => &mut self.eight_bit_mime,
             b"SMTPUTF8" => &mut self.smtputf8,
@@ -242,6 +237,20 @@ impl Capabilities {
         Reply::new(ReplyCode::OK, None, lines)
     }
 }
+
+/// Compared in place and by length first: most lines are rejected on length alone.
+const EHLO_KEYWORDS: &[&[u8]] = &[
+    b"PIPELINING",
+    b"8BITMIME",
+    b"SMTPUTF8",
+    b"STARTTLS",
+    b"ENHANCEDSTATUSCODES",
+    b"DSN",
+    b"CHUNKING",
+    b"BINARYMIME",
+    b"SIZE",
+    b"AUTH",
+];
 
 /// Splits at the first space: `("AUTH", "PLAIN LOGIN")`, or the whole and `""`.
 fn split_space(s: &str) -> (&str, &str) {

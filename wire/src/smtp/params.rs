@@ -440,17 +440,16 @@ fn for_each_param<'a>(
     Ok(())
 }
 
-/// Upper-cases a short keyword into a stack buffer, for a `match` on known names.
-fn upper<const N: usize>(k: &str) -> Option<([u8; N], usize)> {
-    let b = k.as_bytes();
-    if b.len() > N {
-        return None;
-    }
-    let mut buf = [0u8; N];
-    for (d, s) in buf.iter_mut().zip(b) {
-        *d = s.to_ascii_uppercase();
-    }
-    Some((buf, b.len()))
+const MAIL_KEYWORDS: &[&[u8]] = &[b"SIZE", b"BODY", b"SMTPUTF8", b"RET", b"ENVID", b"AUTH"];
+
+/// The known keyword `k` matches case-insensitively, if any.
+///
+/// Compared in place: upper-casing into a stack buffer first costs a store-forwarding stall.
+fn keyword_id(k: &str, known: &'static [&'static [u8]]) -> Option<&'static [u8]> {
+    known
+        .iter()
+        .copied()
+        .find(|n| n.len() == k.len() && k.as_bytes().eq_ignore_ascii_case(n))
 }
 
 fn set_once<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), ParamError> {
@@ -500,69 +499,68 @@ impl MailParams {
     /// Parses the parameter list after the reverse path (including each leading space).
     pub(crate) fn parse(s: &str) -> Result<MailParams, ParamError> {
         let mut p = MailParams::default();
-        for_each_param(s, |k, v| {
-            let (buf, len) = upper::<8>(k).unwrap_or(([0; 8], 0));
-            match &buf[..len] {
-                b"SIZE" => {
-                    let n = parse_u64(need(v, "SIZE")?).ok_or(ParamError::InvalidSize)?;
-                    set_once(&mut p.size, "SIZE", n)
-                }
-                b"BODY" => {
-                    let (vb, vl) = upper::<10>(need(v, "BODY")?).ok_or(ParamError::InvalidBody)?;
-                    let body = match &vb[..vl] {
-                        b"8BITMIME" => Body::EightBitMime,
-                        b"7BIT" => Body::SevenBit,
-                        b"BINARYMIME" => Body::BinaryMime,
-                        _ => return Err(ParamError::InvalidBody),
-                    };
-                    set_once(&mut p.body, "BODY", body)
-                }
-                b"SMTPUTF8" => {
-                    if v.is_some() {
-                        return Err(ParamError::UnexpectedValue("SMTPUTF8"));
-                    }
-                    if p.smtputf8 {
-                        return Err(ParamError::Duplicate("SMTPUTF8".to_owned()));
-                    }
-                    p.smtputf8 = true;
-                    Ok(())
-                }
-                b"RET" => {
-                    let v = need(v, "RET")?;
-                    let ret = if v.eq_ignore_ascii_case("FULL") {
-                        Ret::Full
-                    } else if v.eq_ignore_ascii_case("HDRS") {
-                        Ret::Hdrs
-                    } else {
-                        return Err(ParamError::InvalidRet);
-                    };
-                    set_once(&mut p.ret, "RET", ret)
-                }
-                b"ENVID" => {
-                    let x =
-                        XText::decode(need(v, "ENVID")?).map_err(|error| ParamError::Xtext {
-                            keyword: "ENVID",
-                            error,
-                        })?;
-                    set_once(&mut p.envid, "ENVID", x)
-                }
-                b"AUTH" => {
-                    let v = need(v, "AUTH")?;
-                    let auth = if v == "<>" {
-                        MailAuth::Unknown
-                    } else {
-                        let x = XText::decode(v).map_err(|error| ParamError::Xtext {
-                            keyword: "AUTH",
-                            error,
-                        })?;
-                        MailAuth::Mailbox(
-                            Mailbox::try_from(x.as_str()).map_err(ParamError::AuthMailbox)?,
-                        )
-                    };
-                    set_once(&mut p.auth, "AUTH", auth)
-                }
-                _ => other_param(k, v, &mut p.other),
+        for_each_param(s, |k, v| match keyword_id(k, MAIL_KEYWORDS) {
+            Some(b"SIZE") => {
+                let n = parse_u64(need(v, "SIZE")?).ok_or(ParamError::InvalidSize)?;
+                set_once(&mut p.size, "SIZE", n)
             }
+            Some(b"BODY") => {
+                let v = need(v, "BODY")?;
+                let body = if v.eq_ignore_ascii_case("8BITMIME") {
+                    Body::EightBitMime
+                } else if v.eq_ignore_ascii_case("7BIT") {
+                    Body::SevenBit
+                } else if v.eq_ignore_ascii_case("BINARYMIME") {
+                    Body::BinaryMime
+                } else {
+                    return Err(ParamError::InvalidBody);
+                };
+                set_once(&mut p.body, "BODY", body)
+            }
+            Some(b"SMTPUTF8") => {
+                if v.is_some() {
+                    return Err(ParamError::UnexpectedValue("SMTPUTF8"));
+                }
+                if p.smtputf8 {
+                    return Err(ParamError::Duplicate("SMTPUTF8".to_owned()));
+                }
+                p.smtputf8 = true;
+                Ok(())
+            }
+            Some(b"RET") => {
+                let v = need(v, "RET")?;
+                let ret = if v.eq_ignore_ascii_case("FULL") {
+                    Ret::Full
+                } else if v.eq_ignore_ascii_case("HDRS") {
+                    Ret::Hdrs
+                } else {
+                    return Err(ParamError::InvalidRet);
+                };
+                set_once(&mut p.ret, "RET", ret)
+            }
+            Some(b"ENVID") => {
+                let x = XText::decode(need(v, "ENVID")?).map_err(|error| ParamError::Xtext {
+                    keyword: "ENVID",
+                    error,
+                })?;
+                set_once(&mut p.envid, "ENVID", x)
+            }
+            Some(b"AUTH") => {
+                let v = need(v, "AUTH")?;
+                let auth = if v == "<>" {
+                    MailAuth::Unknown
+                } else {
+                    let x = XText::decode(v).map_err(|error| ParamError::Xtext {
+                        keyword: "AUTH",
+                        error,
+                    })?;
+                    MailAuth::Mailbox(
+                        Mailbox::try_from(x.as_str()).map_err(ParamError::AuthMailbox)?,
+                    )
+                };
+                set_once(&mut p.auth, "AUTH", auth)
+            }
+            _ => other_param(k, v, &mut p.other),
         })?;
         Ok(p)
     }
@@ -606,11 +604,10 @@ impl RcptParams {
     pub(crate) fn parse(s: &str) -> Result<RcptParams, ParamError> {
         let mut p = RcptParams::default();
         for_each_param(s, |k, v| {
-            let (buf, len) = upper::<6>(k).unwrap_or(([0; 6], 0));
-            if &buf[..len] == b"NOTIFY" {
+            if k.eq_ignore_ascii_case("NOTIFY") {
                 let n = Notify::parse(need(v, "NOTIFY")?)?;
                 set_once(&mut p.notify, "NOTIFY", n)
-            } else if &buf[..len] == b"ORCPT" {
+            } else if k.eq_ignore_ascii_case("ORCPT") {
                 let v = need(v, "ORCPT")?;
                 let (t, a) = v.split_once(';').ok_or(ParamError::InvalidOrcpt)?;
                 let addr_type = EsmtpKeyword::try_from(t).map_err(|_| ParamError::InvalidOrcpt)?;

@@ -1059,3 +1059,60 @@ fn invalid_utf8_expansion_stays_within_max_bytes() {
     let r = asm.push_line(&line).unwrap().unwrap();
     assert_eq!(r.text().len(), 60);
 }
+
+#[test]
+fn params_slow_path_for_non_ascii_and_odd_bytes() {
+    // Non-ASCII values (SMTPUTF8) leave the fast scan and are validated char-wise.
+    let c = parse("MAIL FROM:<a@b.org> SMTPUTF8 X-NAME=jörg").unwrap();
+    let Command::Mail { params, .. } = &c else {
+        panic!()
+    };
+    assert_eq!(params.other[0].value.as_ref().unwrap().as_str(), "jörg");
+    assert_eq!(enc(&c), "MAIL FROM:<a@b.org> SMTPUTF8 X-NAME=jörg\r\n");
+    let cases: &[(&str, ParamError)] = &[
+        (
+            "MAIL FROM:<a@b.org> X=a=b",
+            ParamError::Value {
+                keyword: "X".into(),
+                error: TokenError::InvalidCharacter('='),
+            },
+        ),
+        (
+            "MAIL FROM:<a@b.org> X_Y=1",
+            ParamError::Keyword(TokenError::InvalidCharacter('_')),
+        ),
+        (
+            "MAIL FROM:<a@b.org> X=\u{a0}",
+            ParamError::Value {
+                keyword: "X".into(),
+                error: TokenError::InvalidCharacter('\u{a0}'),
+            },
+        ),
+        (
+            "MAIL FROM:<a@b.org> X=",
+            ParamError::Value {
+                keyword: "X".into(),
+                error: TokenError::Empty,
+            },
+        ),
+        (
+            "MAIL FROM:<a@b.org> =1",
+            ParamError::Keyword(TokenError::Empty),
+        ),
+    ];
+    for (line, err) in cases {
+        assert_eq!(
+            parse(line).unwrap_err(),
+            CommandError::Param(err.clone()),
+            "{line}"
+        );
+    }
+    let long_kw = format!("MAIL FROM:<a@b.org> {}=1", "K".repeat(65));
+    assert_eq!(
+        parse(&long_kw).unwrap_err(),
+        CommandError::Param(ParamError::Keyword(TokenError::TooLong {
+            len: 65,
+            max: 64
+        }))
+    );
+}
