@@ -33,9 +33,15 @@ fn run(chunks: &[&[u8]], options: &Options) -> (Vec<Event>, Vec<u8>) {
     let now = Instant::now();
     let mut c = Client::new(options.clone(), ChannelSecurity::Plaintext, now);
     let mut out = BytesMut::new();
-    c.submit(Command::Capa, now).expect("CAPA is always allowed");
-    c.submit(Command::User(Pop3Arg::try_from("u").expect("valid")), now).expect("auth state");
-    c.submit(Command::Pass(Pop3Password::try_from("p").expect("valid")), now).expect("auth");
+    c.submit(Command::Capa, now)
+        .expect("CAPA is always allowed");
+    c.submit(Command::User(Pop3Arg::try_from("u").expect("valid")), now)
+        .expect("auth state");
+    c.submit(
+        Command::Pass(Pop3Password::try_from("p").expect("valid")),
+        now,
+    )
+    .expect("auth");
     for reply in PREFIX {
         c.handle_input(reply, now);
     }
@@ -46,13 +52,17 @@ fn run(chunks: &[&[u8]], options: &Options) -> (Vec<Event>, Vec<u8>) {
         Command::Uidl(None),
         Command::Uidl(Some(one())),
         Command::Retr(one()),
-        Command::Top { msg: one(), lines: 0 },
+        Command::Top {
+            msg: one(),
+            lines: 0,
+        },
         Command::Dele(one()),
         Command::Rset,
         Command::Noop,
         Command::Quit,
     ] {
-        c.submit(command, now).expect("transaction state after the prefix");
+        c.submit(command, now)
+            .expect("transaction state after the prefix");
     }
     c.poll_transmit(&mut out);
     let mut events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
@@ -86,10 +96,14 @@ fuzz_target!(|data: &[u8]| {
     options.max_body_size = Some(4096);
     options.wire.max_listing_entries = 16;
     let (whole, sent) = run(&[input], &options);
-    let expected: &[u8] = b"CAPA\r\nUSER u\r\nPASS p\r\nSTAT\r\nLIST\r\nLIST 1\r\nUIDL\r\nUIDL 1\r\n\
+    let expected: &[u8] =
+        b"CAPA\r\nUSER u\r\nPASS p\r\nSTAT\r\nLIST\r\nLIST 1\r\nUIDL\r\nUIDL 1\r\n\
 RETR 1\r\nTOP 1 0\r\nDELE 1\r\nRSET\r\nNOOP\r\nQUIT\r\n";
     assert_eq!(sent, expected, "exactly the commands due, once each");
-    let lost = whole.iter().filter(|e| matches!(e, Event::ConnectionLost(_))).count();
+    let lost = whole
+        .iter()
+        .filter(|e| matches!(e, Event::ConnectionLost(_)))
+        .count();
     assert!(lost <= 1);
     if lost == 1 {
         assert!(matches!(whole.last(), Some(Event::ConnectionLost(_))));

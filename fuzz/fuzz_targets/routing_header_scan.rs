@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     options.max_header_bytes = MAX_HEADER_BYTES;
     options.envelope_header = match selector % 3 {
         0 => None,
-        1 => Some(EnvelopeHeader::nth("Delivered-To", usize::from(selector / 3 % 3))),
+        1 => Some(EnvelopeHeader::nth(
+            "Delivered-To",
+            usize::from(selector / 3 % 3),
+        )),
         _ => Some(EnvelopeHeader::new("X-Original-To")),
     };
     let send_to = SendTo::parse("admin@example.org, {*.a.com, b.net}, {c.com, c.com, #KILL#}")
@@ -50,6 +53,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(stripped.len() <= message.len());
         let body = &message[header_block(message, usize::MAX).unwrap().len()..];
         assert!(stripped.ends_with(body));
-        assert!(matches!(strip_bcc(&stripped, also_resent), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            strip_bcc(&stripped, also_resent),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 });

@@ -19,8 +19,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again, send_to);
         assert_eq!(again.to_string(), written);
         let router = Router::new(send_to, CopyTo::default(), ScanOptions::default());
-        let decision = router.decide(MESSAGE).expect("fixed message is within limits");
-        assert_eq!(decision.disposition == Disposition::Deliver, !decision.recipients.is_empty());
+        let decision = router
+            .decide(MESSAGE)
+            .expect("fixed message is within limits");
+        assert_eq!(
+            decision.disposition == Disposition::Deliver,
+            !decision.recipients.is_empty()
+        );
         assert!(!decision.to_string().contains(['\r', '\n']));
     }
     if let Ok(copy_to) = CopyTo::parse(text) {

@@ -59,7 +59,11 @@ fn decode(chunks: &[&[u8]]) -> (Vec<u8>, bool, Vec<u8>) {
             }
         }
         // Only an undecided tail (at most `CRLF.` pending) is ever held back.
-        assert!(ended || buf.len() <= 2, "decoder holds {} octets", buf.len());
+        assert!(
+            ended || buf.len() <= 2,
+            "decoder holds {} octets",
+            buf.len()
+        );
     }
     (body, ended, buf.to_vec())
 }
@@ -73,7 +77,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Encoder: chunked == one-shot, and the round trip restores the normalised input.
     let wire = encode(EncodeOptions::unchecked(), &[input]).expect("unchecked encode fails");
-    assert_eq!(encode(EncodeOptions::unchecked(), &[head, tail]).as_ref(), Ok(&wire));
+    assert_eq!(
+        encode(EncodeOptions::unchecked(), &[head, tail]).as_ref(),
+        Ok(&wire)
+    );
     let mut with_next = wire.clone();
     with_next.extend_from_slice(b"+OK next\r\n");
     let (body, ended, rest) = decode(&[&with_next]);
@@ -86,7 +93,10 @@ fuzz_target!(|data: &[u8]| {
     let encoded = encode(checked, &[input]);
     assert_eq!(encode(checked, &[head, tail]), encoded);
     let mut scan = BodyCheck::new(checked);
-    let scanned = scan.update(head).and_then(|()| scan.update(tail)).and_then(|()| scan.finish());
+    let scanned = scan
+        .update(head)
+        .and_then(|()| scan.update(tail))
+        .and_then(|()| scan.finish());
     match (&encoded, scanned) {
         (Ok(wire_checked), Ok(stats)) => {
             assert_eq!(wire_checked, &wire);

@@ -21,7 +21,10 @@ fn run(options: FramerOptions, chunks: &[&[u8]]) -> (Vec<Event>, Vec<u8>) {
     let mut events = Vec::new();
     for chunk in chunks {
         framer.push(chunk);
-        assert!(framer.buffered().len() <= max + chunk.len(), "buffer unbounded");
+        assert!(
+            framer.buffered().len() <= max + chunk.len(),
+            "buffer unbounded"
+        );
         loop {
             match framer.next_frame() {
                 Ok(None) => break,

@@ -20,7 +20,10 @@ const MAX_ENTRIES: usize = 8;
 fn body(out: &BytesMut) -> &[u8] {
     assert!(out.ends_with(b"\r\n"), "encoder did not end with CRLF");
     let line = &out[..out.len() - 2];
-    assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "line break inside {line:?}");
+    assert!(
+        !line.contains(&b'\n') && !line.contains(&b'\r'),
+        "line break inside {line:?}"
+    );
     line
 }
 
@@ -56,12 +59,25 @@ fn check_line(line: &[u8], options: &Options) {
     }
     if let Ok(uidl) = UidListing::parse(line) {
         let uid = uidl.uid.as_str().as_bytes();
-        assert!(!uid.is_empty() && uid.len() <= 70, "UID length {}", uid.len());
-        assert!(uid.iter().all(|b| (0x21..=0x7e).contains(b)), "UID octets {uid:?}");
-        assert_eq!(UidListing::parse(uidl.to_string().as_bytes()).as_ref(), Ok(&uidl));
+        assert!(
+            !uid.is_empty() && uid.len() <= 70,
+            "UID length {}",
+            uid.len()
+        );
+        assert!(
+            uid.iter().all(|b| (0x21..=0x7e).contains(b)),
+            "UID octets {uid:?}"
+        );
+        assert_eq!(
+            UidListing::parse(uidl.to_string().as_bytes()).as_ref(),
+            Ok(&uidl)
+        );
     }
     if let Ok(cap) = Capability::parse(line) {
-        assert_eq!(Capability::parse(cap.to_string().as_bytes()).as_ref(), Ok(&cap));
+        assert_eq!(
+            Capability::parse(cap.to_string().as_bytes()).as_ref(),
+            Ok(&cap)
+        );
     }
     if let MultiLine::Line(data) = multiline_line(line) {
         let mut out = BytesMut::new();
@@ -72,8 +88,15 @@ fn check_line(line: &[u8], options: &Options) {
 }
 
 fn increasing<T>(entries: &[T], msg: impl Fn(&T) -> u32) {
-    assert!(entries.len() <= MAX_ENTRIES, "{} entries over {MAX_ENTRIES}", entries.len());
-    assert!(entries.windows(2).all(|w| msg(&w[0]) < msg(&w[1])), "not strictly increasing");
+    assert!(
+        entries.len() <= MAX_ENTRIES,
+        "{} entries over {MAX_ENTRIES}",
+        entries.len()
+    );
+    assert!(
+        entries.windows(2).all(|w| msg(&w[0]) < msg(&w[1])),
+        "not strictly increasing"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

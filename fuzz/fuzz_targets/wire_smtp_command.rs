@@ -27,12 +27,19 @@ fuzz_target!(|data: &[u8]| {
     opts.max_line_len = usize::MAX;
     opts.max_auth_line_len = usize::MAX;
     let again = Command::parse_with(line, &opts).unwrap_or_else(|e| {
-        panic!("re-parse of {:?} failed: {e}", String::from_utf8_lossy(line))
+        panic!(
+            "re-parse of {:?} failed: {e}",
+            String::from_utf8_lossy(line)
+        )
     });
     assert_eq!(again, cmd);
     // Display never panics and never prints a credential.
     let shown = cmd.to_string();
-    if let Command::Auth { initial_response: Some(_), .. } = &cmd {
+    if let Command::Auth {
+        initial_response: Some(_),
+        ..
+    } = &cmd
+    {
         assert!(shown.ends_with("****"));
     }
 });

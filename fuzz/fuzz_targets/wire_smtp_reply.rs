@@ -30,13 +30,18 @@ fuzz_target!(|data: &[u8]| {
         big.max_line_len = usize::MAX;
         big.max_bytes = usize::MAX;
         let again = Reply::parse(&out, &big).unwrap_or_else(|e| {
-            panic!("re-parse of {:?} failed: {e}", String::from_utf8_lossy(&out))
+            panic!(
+                "re-parse of {:?} failed: {e}",
+                String::from_utf8_lossy(&out)
+            )
         });
         assert_eq!(again, reply);
         // Escaped display never carries a control character.
         assert!(!reply.to_string().chars().any(char::is_control));
         if let Ok(caps) = Capabilities::from_ehlo_reply(&reply) {
-            let rebuilt = caps.to_reply().expect("capabilities from a reply re-encode");
+            let rebuilt = caps
+                .to_reply()
+                .expect("capabilities from a reply re-encode");
             assert_eq!(Capabilities::from_ehlo_reply(&rebuilt).as_ref(), Ok(&caps));
         }
     }
