@@ -653,9 +653,13 @@ impl ReplyAssembler {
             }
             Some(_) => {
                 self.text.push('\n');
-                match (self.enhanced, enhanced_of(code, text)) {
-                    (Some(e), Some((found, rest))) if e == found => rest,
-                    _ => text,
+                // Only a reply that opened with an enhanced code has one to strip.
+                match self.enhanced {
+                    Some(e) => match enhanced_of(code, text) {
+                        Some((found, rest)) if e == found => rest,
+                        _ => text,
+                    },
+                    None => text,
                 }
             }
         };
