@@ -92,3 +92,14 @@ pub mod proto;
 
 #[cfg(feature = "tokio")]
 pub mod net;
+
+/// Internals for the fuzz targets; not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Commands (and body ends, AUTH lines, the greeting) consumed minus replies sent to them:
+    /// 0 whenever no decision is pending, never negative.
+    pub fn owed(session: &crate::proto::Session) -> i64 {
+        session.owed()
+    }
+}

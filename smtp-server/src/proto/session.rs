@@ -100,11 +100,10 @@ struct Message {
     started: Instant,
 }
 
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 impl Session {
-    /// Replies owed minus replies sent: 0 or 1 between calls, never negative beyond one
-    /// unsolicited 421.
-    pub fn owed(&self) -> i64 {
+    /// Commands consumed minus replies sent to them.
+    pub(crate) fn owed(&self) -> i64 {
         self.owed
     }
 }
@@ -1064,6 +1063,8 @@ impl Session {
             return self.bad_command(502, (5, 5, 1), "Command not implemented");
         }
         // The chunk's octets follow the command whatever the answer: always consume them.
+        // The one reply to `BDAT` comes at the chunk's end, which counts as the command.
+        self.owed -= 1;
         self.framer.set_mode(Mode::Counted(size));
         self.state = State::Body {
             bdat: Some((size, last)),

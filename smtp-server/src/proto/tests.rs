@@ -1140,3 +1140,27 @@ fn pipelined_input_while_deciding_is_bounded() {
     assert_eq!(h.take(), "421 4.7.0 Too much pipelined input\r\n");
     assert_eq!(h.closed(), Some(CloseReason::TooManyErrors));
 }
+
+/// Found by the smtp_server_session fuzz target: a refused BDAT counted its command line and
+/// its chunk end as two commands owed a reply.
+#[test]
+fn fuzz_regression_refused_bdat_gets_exactly_one_reply() {
+    let mut o = opts();
+    o.chunking = true;
+    let mut h = H::greeted(o);
+    h.ehlo();
+    let r = h.send(b"BDAT 4 LAST\r\nabcdQUIT\r\n");
+    assert_eq!(
+        r,
+        "503 5.5.1 Error: need MAIL command\r\n221 2.0.0 mx.test Service closing transmission channel\r\n"
+    );
+    assert_eq!(h.s.owed(), 0);
+    // An accepted chunk sequence: one reply per BDAT.
+    let mut h = H::greeted(opts());
+    h.transaction();
+    assert_eq!(
+        h.send(b"BDAT 2\r\nabBDAT 1 LAST\r\nc"),
+        "250 2.0.0 2 bytes received\r\n250 2.0.0 Ok: queued\r\n"
+    );
+    assert_eq!(h.s.owed(), 0);
+}
