@@ -682,6 +682,7 @@ impl Mailbox {
     pub(crate) fn parse_prefix(s: &str) -> Result<(Mailbox, &str), AddressError> {
         let b = s.as_bytes();
         // Local part: a Quoted-string runs to its closing quote, a Dot-string to the '@'.
+        let mut dot_string_ok = false;
         let local_end = if b.first() == Some(&b'"') {
             let mut i = 1;
             loop {
@@ -693,11 +694,27 @@ impl Mailbox {
                 }
             }
         } else {
-            // Dot-string: atext and dots up to the '@', checked in the same pass.
+            // Dot-string: atext and dots up to the '@', checked in the same pass; `plain` stays
+            // true for ASCII without leading, trailing or doubled dots.
             let mut i = 0;
-            while i < b.len() && (class::is(b[i], class::ATEXT) || b[i] == b'.' || b[i] >= 0x80) {
+            let mut prev_dot = true;
+            let mut plain = true;
+            while i < b.len() {
+                let c = b[i];
+                if class::is(c, class::ATEXT) {
+                    prev_dot = false;
+                } else if c == b'.' {
+                    plain &= !prev_dot;
+                    prev_dot = true;
+                } else if c >= 0x80 {
+                    plain = false;
+                } else {
+                    break;
+                }
                 i += 1;
             }
+            plain &= !prev_dot;
+            dot_string_ok = plain;
             match b.get(i) {
                 Some(b'@') => i,
                 None | Some(b' ' | b'>') => return Err(AddressError::MissingAt),
@@ -718,7 +735,7 @@ impl Mailbox {
             let local = LocalPart::parse_wire(local_wire)?;
             Mailbox::new(&local, &Domain(domain.to_owned()))?
         } else {
-            if !is_dot_string(local_wire) {
+            if !(dot_string_ok || is_dot_string(local_wire)) {
                 return Err(match local_wire.chars().find(|c| c.is_control()) {
                     Some(c) => AddressError::InvalidLocalPartCharacter(c),
                     None if local_wire.is_empty() => AddressError::EmptyLocalPart,
