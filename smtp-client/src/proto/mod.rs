@@ -1456,10 +1456,3 @@ fn emit_bdat(out: &mut BytesMut, data: &[u8], last: bool) {
     cmd.encode(out);
     out.extend_from_slice(data);
 }
-
-/// Internals for the fuzz targets; not part of the API.
-#[cfg(fuzzing)]
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use super::chunk::ChunkEncoder;
-}
