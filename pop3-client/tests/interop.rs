@@ -263,8 +263,12 @@ async fn top_uidl_and_dele_committed_only_by_quit() {
     let mut pop = Pop3Client::connect(&c).await.unwrap();
     let mut head = Vec::new();
     pop.top(n(2), 0, &mut head).await.unwrap();
-    assert!(head.starts_with(b"Subject: message ") && head.ends_with(b"\r\n\r\n"));
-    assert_eq!(head.len(), 35, "header only: {}", head.escape_ascii());
+    // The header only: TOP n 0 stops at the empty line (numbering need not follow drop order).
+    assert!(
+        (0..3).any(|k| head == format!("Subject: message {k}\r\nX-Seq: {k}\r\n\r\n").as_bytes()),
+        "{}",
+        head.escape_ascii()
+    );
     let uids = pop.uidl().await.unwrap();
     assert_eq!(uids.len(), 3);
     assert_eq!(pop.uidl_one(n(3)).await.unwrap(), uids[2]);
