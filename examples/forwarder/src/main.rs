@@ -1,0 +1,2 @@
+//! The `mailferry` command.
+fn main() {}
