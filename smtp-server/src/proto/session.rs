@@ -910,6 +910,10 @@ impl Session {
                     self.messages += 1;
                 }
                 self.msg = None;
+                if self.framer.buffered().is_empty() {
+                    // Give back the memory a big message grew (idle connections stay small).
+                    self.framer = LineFramer::new(self.framer.options());
+                }
                 self.reset_transaction();
                 self.send(&reply);
             }
