@@ -26,6 +26,10 @@ use crate::proto::{
     SharedStore, WallClock,
 };
 
+/// The tracing target of the protocol transcript (trace level; AUTH secrets shown as `****`,
+/// peer control characters escaped).
+pub const TRANSCRIPT: &str = "mailferry_smtp_server::transcript";
+
 /// The application's policy, called from each connection's task. Every method has a default
 /// that accepts (or ignores), so a discarding sink is `impl Handler for Sink { type Conn = (); }`.
 ///
@@ -377,6 +381,8 @@ impl Conn {
         let mut state = H::Conn::default();
         let mut out = BytesMut::new();
         let mut shutting_down = false;
+        let mut redactor = transcript::Redactor::default();
+        let tracing_on = tracing::enabled!(target: TRANSCRIPT, tracing::Level::TRACE);
         let write_timeout = self.options.command_timeout;
         loop {
             let mut tls_pending = false;
@@ -444,6 +450,13 @@ impl Conn {
                 return Ok(());
             };
             if !out.is_empty() {
+                if tracing_on {
+                    redactor.server_output(&out);
+                    for line in out[..].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                        let line = line.strip_suffix(b"\r").unwrap_or(line).escape_ascii();
+                        tracing::trace!(target: TRANSCRIPT, %peer, "S: {line}");
+                    }
+                }
                 tokio::time::timeout(write_timeout, stream.write_all(&out))
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
@@ -489,7 +502,14 @@ impl Conn {
                 r = read_some(stream, &mut buf), if wants => {
                     match r {
                         Ok(0) | Err(_) => session.handle_eof(),
-                        Ok(_) => session.handle_input(&buf, Instant::now()),
+                        Ok(_) => {
+                            if tracing_on {
+                                for line in redactor.client_lines(&buf) {
+                                    tracing::trace!(target: TRANSCRIPT, %peer, "C: {line}");
+                                }
+                            }
+                            session.handle_input(&buf, Instant::now());
+                        }
                     }
                 }
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
@@ -522,6 +542,8 @@ fn answer(session: &mut Session, id: crate::proto::CommandId, reply: Option<Repl
         }
     }
 }
+
+mod transcript;
 
 #[cfg(test)]
 mod tests;
