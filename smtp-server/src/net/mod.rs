@@ -197,6 +197,7 @@ pub struct Server {
     tracker: TaskTracker,
     counters: Arc<Counters>,
     tls_timeout: Duration,
+    utc_offset_seconds: i32,
 }
 
 impl std::fmt::Debug for Server {
@@ -232,6 +233,7 @@ impl Server {
             tracker: TaskTracker::new(),
             counters: Arc::default(),
             tls_timeout: Duration::from_secs(30),
+            utc_offset_seconds: 0,
         })
     }
 
@@ -244,6 +246,13 @@ impl Server {
     /// Bounds each STARTTLS handshake (default 30 s): a half-open handshake costs no more.
     pub fn with_tls_timeout(mut self, timeout: Duration) -> Server {
         self.tls_timeout = timeout;
+        self
+    }
+
+    /// The local time zone's offset from UTC in seconds, for `#Time#` in the banner and the
+    /// dates of trace fields (the library reads no time zone database). Default 0 (UTC).
+    pub fn with_utc_offset(mut self, seconds: i32) -> Server {
+        self.utc_offset_seconds = seconds;
         self
     }
 
@@ -305,6 +314,7 @@ impl Server {
                 store: self.store.clone(),
                 token: self.token.clone(),
                 tls_timeout: self.tls_timeout,
+                utc_offset_seconds: self.utc_offset_seconds,
             };
             let handler = Arc::clone(&handler);
             self.tracker.spawn(async move {
@@ -334,6 +344,7 @@ struct Conn {
     store: Option<SharedStore>,
     token: CancellationToken,
     tls_timeout: Duration,
+    utc_offset_seconds: i32,
 }
 
 /// Reads what is available. On a plaintext stream the buffer is allocated only once data is
@@ -368,7 +379,10 @@ impl Conn {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let info = ConnectionInfo {
             peer: peer.ip(),
-            time: WallClock::utc(unix),
+            time: WallClock {
+                unix_seconds: unix,
+                utc_offset_seconds: self.utc_offset_seconds,
+            },
             security: ChannelSecurity::Plaintext,
         };
         let mut session = Session::new(

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use mailferry_testkit::TestCa;
 use mailferry_wire::net::{MaybeTls, tls_connect};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
 
 use super::*;
 
@@ -255,4 +255,37 @@ impl mailferry_sasl::CredentialStore for TestStore {
             mailferry_sasl::Verdict::Reject
         }
     }
+}
+
+#[tokio::test]
+async fn half_open_tls_handshake_is_bounded() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let server = Server::bind("127.0.0.1:0", options(), Some(ca.server_config().unwrap()))
+        .await
+        .unwrap()
+        .with_tls_timeout(Duration::from_millis(200));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let handle = tokio::spawn(server.serve(Arc::new(Collect::default())));
+    let mut c = connect(addr).await;
+    c.reply().await;
+    c.cmd("EHLO client.test\r\n").await;
+    assert_eq!(
+        c.cmd("STARTTLS\r\n").await,
+        "220 2.0.0 Ready to start TLS\r\n"
+    );
+    // Never start the handshake: the server gives up after its deadline and closes.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(STEP, c.io.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
