@@ -141,9 +141,9 @@ pub(crate) mod class {
     /// The last (up to seven) bytes as one word, padded with spaces.
     #[inline]
     fn tail_word(rest: &[u8]) -> u64 {
-        let mut w = [b' '; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        u64::from_le_bytes(w)
+        // Shifted in byte by byte: a variable-length copy_from_slice would call memcpy.
+        // Byte order is irrelevant to an any-match test.
+        rest.iter().fold(LO * u64::from(b' '), |w, &b| (w << 8) | u64::from(b))
     }
 
     /// Scans eight bytes at a time (SWAR): true when `s` has a C0 control byte or DEL.
