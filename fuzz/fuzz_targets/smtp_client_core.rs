@@ -67,7 +67,9 @@ fn run(input: &[u8], cuts: &[u8]) -> (Vec<String>, Vec<u8>) {
                     if *outcome == StartTlsOutcome::Ready {
                         // Fails only when a later reply in the same read already broke the
                         // connection (DataBeforeTls).
-                        if c.handle_tls_established(ChannelSecurity::TlsVerified, now).is_ok() {
+                        if c.handle_tls_established(ChannelSecurity::TlsVerified, now)
+                            .is_ok()
+                        {
                             c.ehlo(&domain, false, now).unwrap();
                         }
                     } else {

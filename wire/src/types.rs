@@ -143,7 +143,8 @@ pub(crate) mod class {
     fn tail_word(rest: &[u8]) -> u64 {
         // Shifted in byte by byte: a variable-length copy_from_slice would call memcpy.
         // Byte order is irrelevant to an any-match test.
-        rest.iter().fold(LO * u64::from(b' '), |w, &b| (w << 8) | u64::from(b))
+        rest.iter()
+            .fold(LO * u64::from(b' '), |w, &b| (w << 8) | u64::from(b))
     }
 
     /// Scans eight bytes at a time (SWAR): true when `s` has a C0 control byte or DEL.
