@@ -500,6 +500,11 @@ impl Config {
         self.connectors.iter().find(|c| c.name == name)
     }
 
+    /// The directory holding the message files (`<spool_dir>/queue`).
+    pub fn queue_dir(&self) -> PathBuf {
+        self.queue.spool_dir.join("queue")
+    }
+
     /// Path of the state database (beside the spool files).
     pub fn state_path(&self) -> PathBuf {
         self.queue.spool_dir.join(crate::state::DB_FILE)
