@@ -47,6 +47,7 @@ mod certs;
 mod dovecot;
 mod error;
 mod postfix;
+pub mod pop3_responder;
 mod script;
 mod sys;
 
