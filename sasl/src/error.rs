@@ -80,9 +80,6 @@ pub enum NtlmError {
     /// The server did not offer Unicode (NTLMSSP_NEGOTIATE_UNICODE); OEM strings are ambiguous.
     #[error("the server did not negotiate Unicode")]
     NoUnicode,
-    /// The server did not send target information, which NTLMv2 needs.
-    #[error("the challenge has no target information (NTLMv2 needs it)")]
-    NoTargetInfo,
     /// An AV_PAIR runs past the target information, or the list has no MsvAvEOL terminator.
     #[error("malformed target information")]
     BadTargetInfo,

@@ -108,13 +108,15 @@ pub use server::{
 #[doc(hidden)]
 pub mod fuzzing {
     /// Parses an NTLM CHALLENGE_MESSAGE; on success returns (offset of the target information
-    /// in `msg`, its length, the server timestamp).
+    /// in `msg` and its length, if the server sent any; the server timestamp).
     pub fn ntlm_parse_challenge(
         msg: &[u8],
-    ) -> Result<(usize, usize, Option<u64>), crate::NtlmError> {
+    ) -> Result<(Option<(usize, usize)>, Option<u64>), crate::NtlmError> {
         let ch = crate::ntlm::parse_challenge(msg)?;
-        let offset = ch.target_info.as_ptr() as usize - msg.as_ptr() as usize;
-        Ok((offset, ch.target_info.len(), ch.timestamp))
+        let info = ch
+            .target_info
+            .map(|info| (info.as_ptr() as usize - msg.as_ptr() as usize, info.len()));
+        Ok((info, ch.timestamp))
     }
 
     /// Parses a SCRAM server-first-message against `client_nonce`; on success returns (nonce,

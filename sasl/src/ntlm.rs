@@ -24,14 +24,17 @@ const MAX_NAME: usize = 256;
 
 const AV_EOL: u16 = 0;
 const AV_TIMESTAMP: u16 = 7;
+/// An AV_PAIR list holding only its terminator: AvId MsvAvEOL, AvLen 0 (MS-NLMP §2.2.2.1).
+const MSV_AV_EOL: [u8; 4] = [0; 4];
 
 /// A CHALLENGE_MESSAGE whose every field was found inside the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Challenge<'a> {
     pub(crate) flags: u32,
     pub(crate) server_challenge: [u8; 8],
-    /// The AV_PAIR list, through its MsvAvEOL.
-    pub(crate) target_info: &'a [u8],
+    /// The AV_PAIR list, through its MsvAvEOL; `None` when the server sent none, as Cyrus SASL
+    /// does (its challenge carries only a target name).
+    pub(crate) target_info: Option<&'a [u8]>,
     /// MsvAvTimestamp, if the server sent one.
     pub(crate) timestamp: Option<u64>,
 }
@@ -87,7 +90,14 @@ pub(crate) fn parse_challenge(msg: &[u8]) -> Result<Challenge<'_>, NtlmError> {
     server_challenge.copy_from_slice(&msg[24..32]);
     let info = field(msg, 40, "TargetInfo")?;
     if info.is_empty() {
-        return Err(NtlmError::NoTargetInfo);
+        // MS-NLMP §2.2.1.2 makes TargetInfo optional (NTLMSSP_NEGOTIATE_TARGET_INFO clear), and
+        // Cyrus SASL never sends it. NTLMv2 is still computed, over a bare MsvAvEOL.
+        return Ok(Challenge {
+            flags,
+            server_challenge,
+            target_info: None,
+            timestamp: None,
+        });
     }
     if info.len() > MAX_TARGET_INFO {
         return Err(NtlmError::BadTargetInfo);
@@ -114,7 +124,7 @@ pub(crate) fn parse_challenge(msg: &[u8]) -> Result<Challenge<'_>, NtlmError> {
     Ok(Challenge {
         flags,
         server_challenge,
-        target_info: &info[..at],
+        target_info: Some(&info[..at]),
         timestamp,
     })
 }
@@ -150,12 +160,16 @@ pub(crate) fn v2_response(
 ) -> V2Response {
     // temp = Responserversion, HiResponserversion, Z(6), Time, ClientChallenge, Z(4),
     // ServerName (the AV pairs), Z(4).
-    let mut temp = Vec::with_capacity(32 + challenge.target_info.len());
+    // Without target information from the server, ServerName is the shortest well-formed
+    // AV_PAIR list (§2.2.2.7: NTLMv2_CLIENT_CHALLENGE.AvPairs ends with MsvAvEOL): the server
+    // HMACs the blob as received, so any well-formed list verifies.
+    let server_name = challenge.target_info.unwrap_or(&MSV_AV_EOL);
+    let mut temp = Vec::with_capacity(32 + server_name.len());
     temp.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0]);
     temp.extend_from_slice(&time.to_le_bytes());
     temp.extend_from_slice(&client_challenge);
     temp.extend_from_slice(&[0; 4]);
-    temp.extend_from_slice(challenge.target_info);
+    temp.extend_from_slice(server_name);
     temp.extend_from_slice(&[0; 4]);
     let mut proof_input = Vec::with_capacity(8 + temp.len());
     proof_input.extend_from_slice(&challenge.server_challenge);
@@ -361,7 +375,7 @@ pub(crate) mod tests {
         );
         assert_eq!(ch.flags, 0xe28a_8233);
         assert_eq!(ch.timestamp, None);
-        assert_eq!(ch.target_info, &msg[0x44..]);
+        assert_eq!(ch.target_info, Some(&msg[0x44..]));
     }
 
     #[test]
@@ -417,6 +431,98 @@ pub(crate) mod tests {
         assert_eq!(s.step(b"").err(), Some(SaslError::UnexpectedChallenge));
     }
 
+    /// The CHALLENGE_MESSAGE Postfix 3.7 + Cyrus SASL 2.1.28 sent in answer to our NEGOTIATE
+    /// (captured on loopback): flags 0x00028205 (Unicode, RequestTarget, NTLM, AlwaysSign,
+    /// TargetTypeServer; no extended session security, no TargetInfo), TargetInfoFields zero,
+    /// TargetName "LOCALHOST".
+    pub(crate) fn cyrus_challenge() -> Vec<u8> {
+        unhex(
+            "4e544c4d53535000 02000000 12001200 30000000 05820200 7964c249965cfdd1
+             0000000000000000 00000000 00000000
+             4c004f00430041004c0048004f0053005400",
+        )
+    }
+
+    #[test]
+    fn cyrus_challenge_without_target_info_or_ess_parses() {
+        let msg = cyrus_challenge();
+        let ch = parse_challenge(&msg).unwrap();
+        assert_eq!(ch.flags, 0x0002_8205);
+        assert_eq!(ch.flags & Flags::NEGOTIATE_NTLM2_KEY.bits(), 0);
+        assert_eq!(
+            ch.server_challenge,
+            [0x79, 0x64, 0xc2, 0x49, 0x96, 0x5c, 0xfd, 0xd1]
+        );
+        assert_eq!(ch.target_info, None);
+        assert_eq!(ch.timestamp, None);
+        // A zero-length TargetInfo is absent whatever its offset says (§2.2.1.2: the offset is
+        // only meaningful with a length).
+        let mut m = msg.clone();
+        m[44..48].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
+        assert_eq!(parse_challenge(&m).unwrap().target_info, None);
+    }
+
+    #[test]
+    fn ntlmv2_without_target_info_known_answer() {
+        // Expected values computed independently (Python hmac/hashlib) from the §4.2.4.1.1
+        // NTOWFv2 key, Cyrus's server challenge, client challenge 0xaa * 8 and time 0; the AV
+        // list inside the blob is a lone MsvAvEOL.
+        let msg = cyrus_challenge();
+        let ch = parse_challenge(&msg).unwrap();
+        let key = ntowfv2("User", "Domain", &Secret::from("Password"));
+        let r = v2_response(&key, &ch, [0xaa; 8], 0);
+        assert_eq!(
+            crate::client::hex(&r.nt),
+            "1f6284d0bc956044a48dcd572909683b\
+             01010000000000000000000000000000aaaaaaaaaaaaaaaa00000000\
+             00000000\
+             00000000"
+        );
+        // No server timestamp, so the LM slot carries LMv2 (§3.3.2), never LM.
+        assert_eq!(
+            crate::client::hex(&r.lm),
+            "d9c206f689ba48864d09e24af9c38074aaaaaaaaaaaaaaaa"
+        );
+    }
+
+    #[test]
+    fn cyrus_exchange_answers_with_ntlmv2() {
+        let creds = Credentials::new("User")
+            .with_password("Password")
+            .with_ntlm_domain("Domain");
+        let options = ClientOptions {
+            ntlm_client_challenge: Some([0xaa; 8]),
+            ntlm_timestamp: Some(0),
+            ..ClientOptions::default()
+        };
+        let mut s = ClientSession::new(Mechanism::Ntlm, &creds, &options).unwrap();
+        // Cyrus is client-first: without SASL-IR the server's first challenge is empty, and
+        // the NEGOTIATE message answers it; the CHALLENGE comes next.
+        let t1 = s.step(b"").unwrap();
+        assert_eq!(&t1.expose()[..12], b"NTLMSSP\0\x01\0\0\0");
+        let t3 = s.step(&cyrus_challenge()).unwrap();
+        let t3 = t3.expose();
+        assert!(s.is_complete());
+        assert_eq!(&t3[..12], b"NTLMSSP\0\x03\0\0\0");
+        let nt_len = usize::from(u16::from_le_bytes([t3[20], t3[21]]));
+        let nt_off = u32::from_le_bytes([t3[24], t3[25], t3[26], t3[27]]) as usize;
+        // NTProofStr + 28-octet blob header + MsvAvEOL + Z(4): NTLMv2, not the 24-octet NTLMv1.
+        assert_eq!(nt_len, 16 + 28 + 4 + 4);
+        assert_eq!(
+            crate::client::hex(&t3[nt_off..nt_off + 16]),
+            "1f6284d0bc956044a48dcd572909683b"
+        );
+        let lm_off = u32::from_le_bytes([t3[16], t3[17], t3[18], t3[19]]) as usize;
+        assert_eq!(
+            crate::client::hex(&t3[lm_off..lm_off + 24]),
+            "d9c206f689ba48864d09e24af9c38074aaaaaaaaaaaaaaaa"
+        );
+        // Only flags both sides hold: the server granted no extended session security.
+        let flags = u32::from_le_bytes([t3[60], t3[61], t3[62], t3[63]]);
+        assert_eq!(flags & Flags::NEGOTIATE_NTLM2_KEY.bits(), 0);
+        assert_ne!(flags & Flags::NEGOTIATE_UNICODE.bits(), 0);
+    }
+
     #[test]
     fn server_timestamp_is_used_and_lm_is_zero() {
         let mut msg = ms_nlmp_challenge();
@@ -469,10 +575,6 @@ pub(crate) mod tests {
             (
                 with(&|m| m[40..42].copy_from_slice(&0xffffu16.to_le_bytes())),
                 NtlmError::FieldOutOfBounds("TargetInfo"),
-            ),
-            (
-                with(&|m| m[40..42].copy_from_slice(&0u16.to_le_bytes())),
-                NtlmError::NoTargetInfo,
             ),
             // Last AV_PAIR (EOL) dropped: the list has no terminator.
             (
@@ -549,9 +651,9 @@ pub(crate) mod tests {
         fn parser_never_panics_and_stays_in_bounds(tail in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut msg = b"NTLMSSP\0\x02\0\0\0".to_vec();
             msg.extend(&tail);
-            if let Ok(ch) = parse_challenge(&msg) {
-                prop_assert!(ch.target_info.len() <= msg.len());
-                prop_assert!(ch.target_info.ends_with(&[0, 0, 0, 0]));
+            if let Ok(Challenge { target_info: Some(info), .. }) = parse_challenge(&msg) {
+                prop_assert!(info.len() <= msg.len());
+                prop_assert!(info.ends_with(&[0, 0, 0, 0]));
             }
         }
     }

@@ -587,6 +587,55 @@ fn auth_long_initial_response_waits_for_empty_challenge() {
     assert!(h.c.is_authenticated());
 }
 
+/// Postfix 3.7 + Cyrus SASL 2.1.28's NTLM CHALLENGE_MESSAGE, as captured on loopback: no
+/// target information, no extended session security (INTEROP.md, "NTLM via Cyrus").
+const CYRUS_NTLM_CHALLENGE: &str =
+    "TlRMTVNTUAACAAAAEgASADAAAAAFggIAeWTCSZZc/dEAAAAAAAAAAAAAAAAAAAAATABPAEMAQQBMAEgATwBTAFQA";
+
+#[test]
+fn auth_ntlm_cyrus_exchange_is_answered_not_cancelled() {
+    for initial_response in [false, true] {
+        let options = Options {
+            sasl_initial_response: initial_response,
+            ..Options::default()
+        };
+        let mut h = H::ready(options, &["AUTH NTLM"]);
+        let creds = Credentials::new("alice").with_password("secret");
+        h.c.auth(session(Mechanism::Ntlm, &creds), h.now).unwrap();
+        let negotiate = if initial_response {
+            let line = h.sent();
+            let line = String::from_utf8(line).unwrap();
+            line.strip_prefix("AUTH NTLM ").unwrap().to_owned()
+        } else {
+            // Cyrus is client-first: without SASL-IR the first 334 is empty, and the
+            // NEGOTIATE message answers it.
+            assert_eq!(h.sent(), b"AUTH NTLM\r\n");
+            h.server(b"334 \r\n");
+            String::from_utf8(h.sent()).unwrap()
+        };
+        assert!(negotiate.starts_with("TlRMTVNTUAABAAAA"), "{negotiate:?}");
+        h.server(format!("334 {CYRUS_NTLM_CHALLENGE}\r\n").as_bytes());
+        let authenticate = String::from_utf8(h.sent()).unwrap();
+        assert!(
+            authenticate.starts_with("TlRMTVNTUAADAAAA") && authenticate.ends_with("\r\n"),
+            "IR {initial_response}: {authenticate:?}"
+        );
+        h.server(b"235 2.7.0 Authentication successful\r\n");
+        let ev = h.take_events();
+        assert!(
+            matches!(
+                &ev[..],
+                [Event::Auth {
+                    outcome: AttemptOutcome::Succeeded,
+                    ..
+                }]
+            ),
+            "{ev:?}"
+        );
+        assert!(h.c.is_authenticated());
+    }
+}
+
 // ----- split-point invariance -----
 
 #[test]
