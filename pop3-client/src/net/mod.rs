@@ -57,7 +57,9 @@ pub struct Config {
     /// Limits and timeouts.
     pub options: Options,
     /// Most connections opened by one [`Pop3Client::connect`] (the negotiator may ask for a
-    /// reconnection after a mechanism broke the connection). Default 4.
+    /// reconnection after a mechanism broke the connection; a plaintext retry after a failed
+    /// STLS handshake in [`TlsMode::StartTlsWanted`] counts too, but is always allowed).
+    /// Default 4.
     pub max_connections: usize,
 }
 
@@ -387,16 +389,54 @@ struct Detected {
     auth_listing: Vec<SaslMechanism>,
 }
 
+/// How [`open_detected`] ended when it did not fail outright.
+enum Opened {
+    /// Boxed: a `Conn` (core state included) is large, the other variant small.
+    Ready(Box<Conn>, Detected),
+    /// [`TlsMode::StartTlsWanted`] only: the server accepted STLS but the handshake failed (or
+    /// stalled past its deadline). That connection is dropped: its stream is in no known state.
+    HandshakeFailed(NetError),
+}
+
+/// Opens a connection as the TLS mode says. In [`TlsMode::StartTlsWanted`] a failed STLS
+/// handshake closes that connection and a new plaintext one is opened, on which STLS is not
+/// attempted again (SECURITY.md). The caller plans with that connection's channel, so password
+/// mechanisms stay withheld unless the policy allows insecure authentication.
+///
+/// `tls_failed` is sticky across the reconnections of one login: once the handshake has failed,
+/// later connections go straight to plaintext instead of failing the same way again.
+async fn open_session(config: &Config, tls_failed: &mut bool) -> Result<(Conn, Detected), Error> {
+    if !*tls_failed {
+        match open_detected(config, false).await? {
+            Opened::Ready(conn, detected) => return Ok((*conn, detected)),
+            Opened::HandshakeFailed(e) => {
+                tracing::warn!(
+                    "STLS handshake with {} failed ({e}); retrying on a new plaintext \
+                     connection (StartTlsWanted), password mechanisms withheld unless \
+                     insecure auth is allowed",
+                    config.host
+                );
+                *tls_failed = true;
+            }
+        }
+    }
+    match open_detected(config, true).await? {
+        Opened::Ready(conn, detected) => Ok((*conn, detected)),
+        // No handshake is attempted with `skip_stls`; kept for completeness of the match.
+        Opened::HandshakeFailed(e) => Err(e.into()),
+    }
+}
+
 /// Opens a connection, reads the greeting and capabilities, and upgrades with STLS as the mode
-/// says. Nothing secret is sent here.
-async fn open_detected(config: &Config) -> Result<(Conn, Detected), Error> {
+/// says, unless `skip_stls`. Nothing secret is sent here.
+async fn open_detected(config: &Config, skip_stls: bool) -> Result<Opened, Error> {
     let mut conn = Conn::open(config).await?;
     let mut capabilities = match conn.run(Command::Capa).await? {
         Ok(Response::Capabilities(c)) => Ok(c),
         Ok(_) => return Err(Error::Protocol(ProtocolError::Unsolicited)),
         Err(reply) => Err(reply),
     };
-    if config.tls_mode.uses_starttls() {
+    if config.tls_mode.uses_starttls() && !skip_stls {
         let offered = matches!(&capabilities, Ok(c) if c.stls());
         let required = config.tls_mode == TlsMode::StartTlsRequired;
         match (&capabilities, offered) {
@@ -409,7 +449,17 @@ async fn open_detected(config: &Config) -> Result<(Conn, Detected), Error> {
             }
             (_, true) => match conn.run(Command::Stls).await? {
                 Ok(_) => {
-                    conn.starttls(config).await?;
+                    match conn.starttls(config).await {
+                        Ok(()) => {}
+                        // Only the handshake itself: data after `+OK` (DataBeforeTls) or a
+                        // missing TLS configuration are never retried in plaintext.
+                        Err(Error::Net(e @ (NetError::Tls(_) | NetError::Timeout { .. })))
+                            if !required =>
+                        {
+                            return Ok(Opened::HandshakeFailed(e));
+                        }
+                        Err(e) => return Err(e),
+                    }
                     capabilities = match conn.run(Command::Capa).await? {
                         Ok(Response::Capabilities(c)) => Ok(c),
                         Ok(_) => return Err(Error::Protocol(ProtocolError::Unsolicited)),
@@ -433,8 +483,8 @@ async fn open_detected(config: &Config) -> Result<(Conn, Detected), Error> {
             auth_listing = list;
         }
     }
-    Ok((
-        conn,
+    Ok(Opened::Ready(
+        Box::new(conn),
         Detected {
             capabilities,
             auth_listing,
@@ -665,12 +715,18 @@ impl Pop3Client {
     /// says, and logs in with the safest mechanism both sides allow, reconnecting when a failed
     /// mechanism left the connection unusable.
     ///
+    /// In [`TlsMode::StartTlsWanted`], a failed STLS handshake closes that connection; the login
+    /// goes on over a new plaintext connection (logged at warn level) without STLS, where
+    /// USER/PASS, PLAIN, LOGIN and the token mechanisms are withheld unless
+    /// [`AuthPolicy::allow_insecure_auth`] is set.
+    ///
     /// # Errors
     ///
     /// [`Error::TlsRequired`] (before anything secret is sent), [`Error::Auth`] when login
     /// fails, and connection, TLS and protocol errors.
     pub async fn connect(config: &Config) -> Result<Pop3Client, Error> {
-        let (mut conn, mut detected) = open_detected(config).await?;
+        let mut tls_failed = false;
+        let (mut conn, mut detected) = open_session(config, &mut tls_failed).await?;
         let channel = conn.client.channel();
         let mut negotiator = match Negotiator::new(
             &offer(&conn, &detected),
@@ -686,7 +742,8 @@ impl Pop3Client {
             excluded = ?negotiator.excluded(),
             "authentication plan"
         );
-        let mut connections = 1;
+        // The connection whose handshake failed counts.
+        let mut connections = if tls_failed { 2 } else { 1 };
         loop {
             let Some(mechanism) = negotiator.current() else {
                 return Err(AuthError::NoMechanism {
@@ -716,9 +773,10 @@ impl Pop3Client {
                     if connections >= config.max_connections.max(1) {
                         return Err(AuthError::TooManyConnections.into());
                     }
-                    connections += 1;
                     drop(conn);
-                    (conn, detected) = open_detected(config).await?;
+                    let failed_before = tls_failed;
+                    (conn, detected) = open_session(config, &mut tls_failed).await?;
+                    connections += 1 + usize::from(tls_failed && !failed_before);
                     let channel = conn.client.channel();
                     if negotiator
                         .reconnected(&offer(&conn, &detected), channel)
