@@ -112,10 +112,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             }
             Err(e) => report_load_error(&e, err),
         },
-        Command::Run | Command::PollOnce | Command::Demo => {
-            let _ = writeln!(err, "mailferry: this command is not available yet");
-            ExitCode::from(2)
-        }
+        Command::Run => crate::service::command_run(&cli.config, err),
+        Command::PollOnce => crate::service::command_poll_once(&cli.config, out, err),
+        Command::Demo => crate::demo::command(out, err),
     }
 }
 

@@ -29,7 +29,12 @@
 pub mod bounce;
 pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod inbound;
+pub mod poller;
 pub mod script;
+pub mod service;
 pub mod spool;
 pub mod state;
 pub mod trace;

@@ -95,11 +95,15 @@ fn check_config_missing_file() {
 }
 
 #[test]
-fn service_commands_are_not_available_yet() {
-    for cmd in ["run", "poll-once", "demo"] {
-        let o = mailferry(&[cmd]);
+fn service_commands_exit_2_without_a_valid_configuration() {
+    for cmd in ["run", "poll-once"] {
+        let o = mailferry(&["-c", "/nonexistent/mailferry.toml", cmd]);
         assert_eq!(o.status.code(), Some(2), "{cmd}");
-        assert_eq!(stderr(&o), "mailferry: this command is not available yet\n");
+        assert!(
+            stderr(&o).starts_with("mailferry: /nonexistent/mailferry.toml: "),
+            "{cmd}: {}",
+            stderr(&o)
+        );
     }
 }
 

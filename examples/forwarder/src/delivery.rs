@@ -1,0 +1,597 @@
+//! Delivery: due messages from the state database to the SMTP servers.
+//!
+//! ```text
+//! State::due_deliveries ─> claim (one worker per message) ─> recipients grouped by route
+//!   ─> connection: pooled (same server and user, equal or stricter TLS) or new (host failover)
+//!   ─> body = Received: + X-Mailferry-Trace: + header block without Bcc + rest of the spool file
+//!   ─> SmtpClient::send (pipelined) ─> per-recipient Outcome ─> State::record_attempt
+//!   ─> failed / expired recipients: RFC 3464 report queued to the sender (or postmaster)
+//!   ─> Delivered / Failed / Expired: spool file removed
+//! ```
+//!
+//! A transient failure (4xx, a dropped connection, a timeout, no server reachable) defers the
+//! recipient with the configured backoff until the queue lifetime ends; then, like a 5xx, it
+//! fails and is reported. One log line per recipient decision.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mailferry_routing::{RelayHost, RelayTable, strip_bcc};
+use mailferry_sasl::{AuthPolicy, Credentials};
+use mailferry_smtp_client::proto::{Envelope, RecipientStatus};
+use mailferry_smtp_client::{Config as SmtpConfig, SmtpClient};
+use mailferry_smtp_server::net::CancellationToken;
+use mailferry_wire::smtp::Body;
+use mailferry_wire::tls::{ChannelSecurity, TlsMode};
+use mailferry_wire::types::{Domain, ForwardPath, ReversePath};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::bounce::{Action, Report, ReportRecipient};
+use crate::config::{MailFrom, SmtpOutput};
+use crate::service::Context;
+use crate::spool::MessageId;
+use crate::state::{Due, NewMessage, NewRecipient, Outcome, Source, Status};
+use crate::trace::{TraceInfo, trace_headers};
+
+/// Idle pooled connections older than this are closed rather than reused.
+pub const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per destination.
+pub const POOL_PER_DEST: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Dest {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    helo: String,
+}
+
+#[derive(Debug)]
+struct Pooled {
+    dest: Dest,
+    client: SmtpClient,
+    rank: u8,
+    since: Instant,
+}
+
+/// How strict a TLS requirement is: 0 plaintext allowed, 1 TLS wanted, 2 TLS required.
+fn required_rank(mode: TlsMode) -> u8 {
+    if mode.requires_tls() {
+        2
+    } else if mode == TlsMode::StartTlsWanted {
+        1
+    } else {
+        0
+    }
+}
+
+/// What a live connection satisfies: a TLS channel satisfies every requirement; a plaintext
+/// one made under "wanted" (the server had no TLS) satisfies "wanted" and plaintext only.
+fn connection_rank(mode: TlsMode, channel: ChannelSecurity) -> u8 {
+    if channel != ChannelSecurity::Plaintext {
+        2
+    } else {
+        required_rank(mode).min(1)
+    }
+}
+
+/// Open SMTP connections kept for reuse, per destination. A connection is only reused for the
+/// same server, port, HELO name and login, and for a TLS requirement no stricter than the one it
+/// was made under (SECURITY.md: "a pooled connection is only reused for an equal or stricter
+/// policy").
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Pooled>>,
+}
+
+impl Pool {
+    fn take(&self, dest: &Dest, need: u8) -> Option<SmtpClient> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|p| p.since.elapsed() < POOL_IDLE);
+        let i = idle
+            .iter()
+            .position(|p| &p.dest == dest && p.rank >= need)?;
+        Some(idle.swap_remove(i).client)
+    }
+
+    fn put(&self, dest: Dest, client: SmtpClient, rank: u8) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.iter().filter(|p| p.dest == dest).count() < POOL_PER_DEST {
+            idle.push(Pooled {
+                dest,
+                client,
+                rank,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Sends QUIT on every idle connection.
+    pub async fn close_all(&self) {
+        let all: Vec<Pooled> = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for p in all {
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.client.quit()).await;
+        }
+    }
+}
+
+fn smtp_config(ctx: &Context, out: &SmtpOutput, host: &RelayHost) -> Result<SmtpConfig, String> {
+    let helo = Domain::try_from(out.helo.as_str()).map_err(|e| format!("HELO name: {e}"))?;
+    let mut cfg = SmtpConfig::new(host.host().to_owned(), helo);
+    cfg.port = Some(host.effective_port());
+    cfg.tls_mode = host.tls();
+    let (tls, security) = ctx.tls();
+    cfg.tls = tls;
+    cfg.tls_security = security;
+    if let Some(c) = &out.credentials {
+        cfg.credentials =
+            Some(Credentials::new(c.user.clone()).with_password(c.password.expose().clone()));
+        if !out.auth.is_empty() {
+            cfg.mechanisms = out.auth.clone();
+        }
+    }
+    cfg.auth_policy = AuthPolicy::with_insecure_auth(out.allow_insecure_auth);
+    Ok(cfg)
+}
+
+/// The byte stream sent for a message: trace lines, the header block without Bcc, then the
+/// rest of the spool file from disk.
+async fn body(
+    ctx: &Context,
+    due: &Due,
+    prefix: &[u8],
+    body_offset: u64,
+) -> std::io::Result<impl tokio::io::AsyncRead + Unpin> {
+    let mut file = ctx.spool().open_message(&due.id).await?;
+    file.seek(std::io::SeekFrom::Start(body_offset)).await?;
+    Ok(std::io::Cursor::new(prefix.to_vec()).chain(file))
+}
+
+/// Delivers one due message (its due recipients) and records the outcome.
+pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
+    let config = ctx.config();
+    let now = ctx.now();
+    let out = config
+        .connector(&due.connector)
+        .map_or(&config.smtp, |c| &c.smtp);
+    let limit = ctx
+        .router(&due.connector)
+        .map_or(102_400, |r| r.scanner().options().max_header_bytes);
+    let head = match ctx.spool().read_head(&due.id, limit + 1).await {
+        Ok(h) => h,
+        Err(e) => {
+            let reason = format!("spool file unreadable: {e}");
+            tracing::error!(id = %due.id, %reason, "message held");
+            let _ = ctx.with_state(|s| s.set_status(&due.id, Status::Held, &reason, now));
+            return Some(Status::Held);
+        }
+    };
+    let header = mailferry_routing::header_block(&head, limit).unwrap_or(&head[..]);
+    let header_len = header.len() as u64;
+    let stripped = strip_bcc(header, true);
+    let row = ctx.with_state(|s| s.message(&due.id)).ok().flatten();
+    let from_text = match (row.as_ref(), config.connector(&due.connector)) {
+        (Some((r, _)), Some(c)) if r.source == "pop3" => {
+            format!("{} (POP3 connector {})", c.pop3.endpoint, c.name)
+        }
+        _ => "inbound SMTP".to_owned(),
+    };
+    let with = match row.as_ref() {
+        Some((r, _)) if r.source == "pop3" => "POP3",
+        _ => "ESMTP",
+    };
+    let single = (due.recipients.len() == 1).then(|| due.recipients[0].address.clone());
+    let mut prefix = trace_headers(&TraceInfo {
+        connector: &due.connector,
+        id: &due.id,
+        hostname: &config.hostname,
+        from: &from_text,
+        with,
+        for_recipient: single.as_deref(),
+        now,
+    })
+    .into_bytes();
+    prefix.extend_from_slice(&stripped);
+
+    let sender = match &out.mail_from {
+        MailFrom::Fixed(a) => a.to_string(),
+        _ => match &due.sender {
+            Some(s) => s.clone(),
+            None => config.queue.postmaster.to_string(),
+        },
+    };
+    // Recipients grouped by route; the configured hosts are the default route.
+    let table = RelayTable::new(out.hosts.clone());
+    let mut groups: Vec<(Vec<RelayHost>, Vec<String>)> = Vec::new();
+    let mut results: Vec<(String, Outcome)> = Vec::new();
+    for r in &due.recipients {
+        let route = mailferry_routing::Address::try_from(r.address.as_str())
+            .ok()
+            .and_then(|a| table.route_for(&a).map(|route| route.hosts.to_vec()));
+        match route {
+            Some(hosts) => match groups.iter_mut().find(|g| g.0 == hosts) {
+                Some(g) => g.1.push(r.address.clone()),
+                None => groups.push((hosts, vec![r.address.clone()])),
+            },
+            None => results.push((
+                r.address.clone(),
+                Outcome::Permanent {
+                    reply: "550 5.4.4 no route to this recipient's domain".into(),
+                },
+            )),
+        }
+    }
+    for (hosts, rcpts) in groups {
+        let r = send_group(ctx, out, &hosts, &sender, &rcpts, &due, &prefix, header_len).await;
+        results.extend(r);
+    }
+    for (rcpt, outcome) in &results {
+        let (word, reply) = match outcome {
+            Outcome::Delivered { reply } => ("delivered", reply),
+            Outcome::Transient { reply } => ("deferred", reply),
+            Outcome::Permanent { reply } => ("failed", reply),
+        };
+        tracing::info!(id = %due.id, connector = %due.connector, recipient = %rcpt, outcome = word, reply = %reply, "delivery");
+    }
+    let summary = match ctx.with_state(|s| {
+        s.record_attempt(
+            &due.id,
+            &results,
+            ctx.now(),
+            &config.queue.backoff,
+            config.queue.lifetime,
+        )
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(id = %due.id, error = %e, "recording the delivery attempt failed");
+            return None;
+        }
+    };
+    if !summary.failed.is_empty() {
+        let reported: Vec<ReportRecipient> = summary
+            .failed
+            .iter()
+            .map(|f| ReportRecipient {
+                address: f.address.clone(),
+                action: Action::Failed,
+                diagnostic: f.reply.clone(),
+                remote_mta: out.hosts.first().map(|h| h.host().to_owned()),
+                expired: f.expired,
+            })
+            .collect();
+        queue_bounce(ctx, &due, header, &reported).await;
+    }
+    if matches!(
+        summary.status,
+        Status::Delivered | Status::Failed | Status::Expired
+    ) && let Err(e) = ctx.spool().delete(&due.id)
+    {
+        tracing::warn!(id = %due.id, error = %e, "removing the delivered spool file failed");
+    }
+    Some(summary.status)
+}
+
+/// Sends to one route's hosts, in order (failover on connection failure).
+#[allow(clippy::too_many_arguments)]
+async fn send_group(
+    ctx: &Context,
+    out: &SmtpOutput,
+    hosts: &[RelayHost],
+    sender: &str,
+    rcpts: &[String],
+    due: &Due,
+    prefix: &[u8],
+    body_offset: u64,
+) -> Vec<(String, Outcome)> {
+    let all = |reply: String| {
+        rcpts
+            .iter()
+            .map(|r| {
+                (
+                    r.clone(),
+                    Outcome::Transient {
+                        reply: reply.clone(),
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut envelope = match envelope(sender, rcpts) {
+        Ok(e) => e,
+        Err(e) => {
+            return rcpts
+                .iter()
+                .map(|r| {
+                    (
+                        r.clone(),
+                        Outcome::Permanent {
+                            reply: format!("553 5.1.3 invalid address: {e}"),
+                        },
+                    )
+                })
+                .collect();
+        }
+    };
+    let mut last = String::from("421 4.4.0 no SMTP server configured");
+    for host in hosts {
+        let cfg = match smtp_config(ctx, out, host) {
+            Ok(c) => c,
+            Err(e) => return all(format!("451 4.3.5 {e}")),
+        };
+        let dest = Dest {
+            host: host.host().to_owned(),
+            port: host.effective_port(),
+            user: out.credentials.as_ref().map(|c| c.user.clone()),
+            helo: out.helo.clone(),
+        };
+        let need = required_rank(host.tls());
+        // A pooled connection may have been closed by the server while idle: one retry on a
+        // fresh connection then.
+        let mut pooled = ctx.pool.take(&dest, need);
+        for _ in 0..2 {
+            let reused = pooled.is_some();
+            let mut client = match pooled.take() {
+                Some(c) => c,
+                None => match SmtpClient::connect(&cfg).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(host = %host, error = %e, "SMTP connection failed");
+                        last = format!("421 4.4.1 {host}: {e}");
+                        break;
+                    }
+                },
+            };
+            let eight_bit = client.capabilities().is_some_and(|c| c.eight_bit_mime);
+            envelope.params.body = eight_bit.then_some(Body::EightBitMime);
+            let size = ctx.spool().path(&due.id).metadata().map_or(0, |m| m.len());
+            let advertised = client.capabilities().and_then(|c| c.size).is_some();
+            envelope.params.size =
+                advertised.then_some(size + prefix.len() as u64 - body_offset.min(size));
+            let reader = match body(ctx, due, prefix, body_offset).await {
+                Ok(r) => r,
+                Err(e) => return all(format!("451 4.3.0 spool file unreadable: {e}")),
+            };
+            match client.send(&envelope, reader).await {
+                Ok(report) => {
+                    let rank = connection_rank(host.tls(), client.channel());
+                    ctx.pool.put(dest.clone(), client, rank);
+                    return report
+                        .recipients
+                        .iter()
+                        .zip(rcpts)
+                        .map(|(r, addr)| {
+                            let reply = r.reply.to_string().trim_end().replace("\r\n", " ");
+                            let outcome = match r.status {
+                                RecipientStatus::Delivered => Outcome::Delivered { reply },
+                                RecipientStatus::Permanent => Outcome::Permanent { reply },
+                                _ => Outcome::Transient { reply },
+                            };
+                            (addr.clone(), outcome)
+                        })
+                        .collect();
+                }
+                Err(e) if reused => {
+                    tracing::debug!(host = %host, error = %e, "pooled connection unusable; reconnecting");
+                    continue;
+                }
+                Err(e) => return all(format!("451 4.4.2 {host}: {e}")),
+            }
+        }
+    }
+    all(last)
+}
+
+fn envelope(sender: &str, rcpts: &[String]) -> Result<Envelope, String> {
+    let from = if sender.is_empty() {
+        ReversePath::Null
+    } else {
+        ReversePath::try_from(format!("<{sender}>").as_str()).map_err(|e| e.to_string())?
+    };
+    let mut env = Envelope::new(from);
+    for r in rcpts {
+        env = env.recipient(
+            ForwardPath::try_from(format!("<{r}>").as_str()).map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(env)
+}
+
+/// Queues an RFC 3464 report about `failed` recipients of `due` (durably, like any message).
+async fn queue_bounce(ctx: &Context, due: &Due, header: &[u8], failed: &[ReportRecipient]) {
+    let config = ctx.config();
+    let sender = due.sender.as_deref().unwrap_or("");
+    let postmaster = config.queue.postmaster.to_string();
+    let Some(to) = crate::bounce::bounce_recipient(sender, header, &postmaster) else {
+        tracing::warn!(id = %due.id, "a delivery report failed: not reporting on a report");
+        return;
+    };
+    let now = ctx.now();
+    let bytes = crate::bounce::build(&Report {
+        reporting_mta: &config.hostname,
+        to: &to,
+        id: &due.id,
+        arrival: due.created,
+        now,
+        original_headers: header,
+        recipients: failed,
+    });
+    let stored = match ctx.spool().store(now, &bytes[..]).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(id = %due.id, error = %e, "storing the delivery report failed");
+            return;
+        }
+    };
+    let result = ctx.with_state(|s| {
+        s.record_fetched(
+            &NewMessage {
+                id: &stored.id,
+                connector: &due.connector,
+                source: Source::Smtp,
+                pop3: None,
+                size: stored.size,
+                spool_file: &stored.path,
+                sender: Some(""),
+            },
+            now,
+        )?;
+        s.record_decision(
+            &stored.id,
+            &crate::state::DecisionRecord {
+                status: Status::Routed,
+                disposition: "deliver".into(),
+                text: format!("delivery report about {} to {to}", due.id),
+                recipients: vec![NewRecipient {
+                    address: to.clone(),
+                    rule: "delivery report".into(),
+                }],
+            },
+            now,
+        )
+    });
+    match result {
+        Ok(()) => tracing::info!(id = %due.id, report = %stored.id, %to, "delivery report queued"),
+        Err(e) => tracing::error!(id = %due.id, error = %e, "recording the delivery report failed"),
+    }
+}
+
+/// Delivers the given messages if they are due (used right after a poll under "remove after
+/// delivered").
+pub async fn deliver_ids(ctx: &Arc<Context>, ids: &[MessageId]) {
+    let due = ctx
+        .with_state(|s| s.due_deliveries(ctx.now(), usize::MAX >> 1))
+        .unwrap_or_default();
+    let wanted: Vec<Due> = due.into_iter().filter(|d| ids.contains(&d.id)).collect();
+    run_all(ctx, wanted).await;
+}
+
+/// Runs deliveries concurrently (bounded), skipping messages another worker holds.
+async fn run_all(ctx: &Arc<Context>, due: Vec<Due>) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    let mut n = 0;
+    for d in due {
+        if !ctx.claim(&d.id) {
+            continue;
+        }
+        n += 1;
+        let ctx = Arc::clone(ctx);
+        let sem = ctx.deliveries();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let id = d.id.clone();
+            let _ = deliver_message(&ctx, d).await;
+            ctx.release_claim(&id);
+        });
+    }
+    while set.join_next().await.is_some() {}
+    n
+}
+
+/// Delivers everything due now, repeatedly (reports queued on the way are due at once), each
+/// message at most once per call. Returns the number of attempts.
+pub async fn deliver_all_due(ctx: &Arc<Context>) -> usize {
+    let mut attempted = std::collections::HashSet::new();
+    let mut total = 0;
+    loop {
+        let due: Vec<Due> = ctx
+            .with_state(|s| s.due_deliveries(ctx.now(), 256))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|d| !attempted.contains(&d.id))
+            .collect();
+        if due.is_empty() {
+            return total;
+        }
+        attempted.extend(due.iter().map(|d| d.id.clone()));
+        total += run_all(ctx, due).await;
+    }
+}
+
+/// The daemon's dispatcher: every second (or when woken) starts workers for due messages, until
+/// `shutdown`; then waits for the workers in flight.
+pub async fn dispatcher(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut workers = tokio::task::JoinSet::new();
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let due = ctx
+            .with_state(|s| s.due_deliveries(ctx.now(), 256))
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "reading the queue failed");
+                Vec::new()
+            });
+        for d in due {
+            if !ctx.claim(&d.id) {
+                continue;
+            }
+            let ctx = Arc::clone(&ctx);
+            let sem = ctx.deliveries();
+            workers.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let id = d.id.clone();
+                let _ = deliver_message(&ctx, d).await;
+                ctx.release_claim(&id);
+                ctx.wake();
+            });
+        }
+        while workers.try_join_next().is_some() {}
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = ctx.woken() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_connections_serve_only_equal_or_weaker_requirements() {
+        use ChannelSecurity::{Plaintext, TlsVerified};
+        use TlsMode::{Implicit, Plaintext as Plain, StartTlsRequired, StartTlsWanted};
+        // (made under, channel, requested, reusable)
+        let table = [
+            (StartTlsRequired, TlsVerified, StartTlsRequired, true),
+            (StartTlsRequired, TlsVerified, Plain, true),
+            (Implicit, TlsVerified, StartTlsRequired, true),
+            (StartTlsWanted, TlsVerified, StartTlsRequired, true),
+            (StartTlsWanted, Plaintext, StartTlsWanted, true),
+            (StartTlsWanted, Plaintext, StartTlsRequired, false),
+            (Plain, Plaintext, StartTlsWanted, false),
+            (Plain, Plaintext, Implicit, false),
+            (Plain, Plaintext, Plain, true),
+        ];
+        for (made, channel, want, ok) in table {
+            assert_eq!(
+                connection_rank(made, channel) >= required_rank(want),
+                ok,
+                "{made:?} {channel:?} -> {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn envelopes_refuse_bad_addresses() {
+        let e = envelope("", &["a@b.example".into()]).unwrap();
+        assert_eq!(e.from, ReversePath::Null);
+        assert_eq!(e.recipients.len(), 1);
+        assert!(envelope("a b@c", &["x@y.example".into()]).is_err());
+        assert!(envelope("a@b.example", &["x\r\n@y.example".into()]).is_err());
+    }
+}

@@ -1,0 +1,657 @@
+//! Polling one connector's POP3 mailbox into the spool, and routing stored messages.
+//!
+//! One poll:
+//!
+//! ```text
+//! connect (TLS, AUTH per config) ─> LIST ─> UIDL (or, without UIDL, TOP n 0 → content hash)
+//!   ─> skip UIDs the state database knows ─> RETR pipelined (or TOP n 2^31-1 with Use TOP)
+//!   ─> each message: spool file (write, fsync, rename) ─> state row + UID (one transaction)
+//!   ─> route (loop guard, Send To rules, event script) ─> Routed | Held | Killed | BadMail
+//!   ─> "remove after delivered": deliver the new messages now
+//!   ─> DELE what the server copy policy allows (the state database decides) ─> QUIT commits
+//!   ─> mark the UIDs deleted ─> forget UIDs no longer listed
+//! ```
+//!
+//! Nothing is deleted from the server before its message is durably stored and recorded (the
+//! database only lists recorded UIDs as deletable), and under "remove after delivered" before
+//! it was accepted downstream. A connection dropped in the middle of a `RETR` leaves that
+//! message's temporary file to be removed and the message on the server: it is fetched again
+//! at the next poll. Messages are fetched in pipelined batches of [`BATCH`]; a failure in a
+//! batch loses only the batch's uncommitted work, never mail.
+//!
+//! Servers without UIDL: the UID is `state::content_hash` of the message's header block (read
+//! with `TOP n 0`) and size, so a message is recognised across sessions; true copies are told
+//! apart by their occurrence in the listing.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mailferry_pop3_client::{Config as PopConfig, Error as PopError, Pop3Client, UpdateOutcome};
+use mailferry_routing::{Disposition, header_block};
+use mailferry_sasl::{AuthPolicy, Credentials};
+use tokio::io::{AsyncReadExt, DuplexStream};
+
+use crate::config::{Connector, ServerCopy};
+use crate::script::{ProposedRecipient, ScriptRequest, ScriptVerdict};
+use crate::service::Context;
+use crate::spool::{MessageId, SpoolError, SpoolWriter, Stored};
+use crate::state::{
+    DecisionRecord, NewMessage, NewRecipient, Pop3Origin, Source, StateError, Status, UidKey,
+    content_hash, uid_keys,
+};
+use crate::trace::{HeaderScanner, LoopVerdict};
+
+/// Messages retrieved per pipelined batch.
+pub const BATCH: usize = 32;
+
+/// The line count of a `TOP` that reads the whole message (Use TOP): 2^31-1, the largest
+/// value servers parse as a signed 32-bit number.
+pub const TOP_ALL_LINES: u32 = (1 << 31) - 1;
+
+/// Why a poll failed (messages stored before the failure stay stored).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PollError {
+    /// POP3 (connection, TLS, authentication, protocol).
+    #[error("POP3: {0}")]
+    Pop3(#[from] PopError),
+    /// The state database.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The spool.
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    /// The server did not commit the deletions (`-ERR` to QUIT).
+    #[error("QUIT refused, deletions not committed: {0}")]
+    QuitRefused(String),
+}
+
+impl From<std::io::Error> for PollError {
+    fn from(e: std::io::Error) -> Self {
+        PollError::Spool(SpoolError::Io(e))
+    }
+}
+
+/// What one poll did (the summary log line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollSummary {
+    /// Messages stored.
+    pub fetched: usize,
+    /// Stored messages routed for delivery.
+    pub forwarded: usize,
+    /// Held for an operator.
+    pub held: usize,
+    /// Moved to BadMail (`#BAD#`, loops).
+    pub bad: usize,
+    /// Deleted by `#KILL#`.
+    pub killed: usize,
+    /// Messages that could not be fetched (too large, gone, refused).
+    pub failed: usize,
+    /// Server copies deleted.
+    pub deleted: usize,
+    /// How long the poll took.
+    pub duration: Duration,
+}
+
+impl PollSummary {
+    fn count(&mut self, d: Disposition) {
+        match d {
+            Disposition::Deliver => self.forwarded += 1,
+            Disposition::Held => self.held += 1,
+            Disposition::BadMail => self.bad += 1,
+            Disposition::Killed => self.killed += 1,
+            _ => self.held += 1,
+        }
+    }
+}
+
+/// The identity of a connector's mailbox: `user@host:port`.
+pub fn mailbox_id(c: &Connector) -> String {
+    format!("{}@{}", c.pop3.credentials.user, c.pop3.endpoint)
+}
+
+fn pop_config(ctx: &Context, c: &Connector) -> PopConfig {
+    let p = &c.pop3;
+    let creds = Credentials::new(p.credentials.user.clone())
+        .with_password(p.credentials.password.expose().clone());
+    let mut cfg = PopConfig::new(p.endpoint.host.clone(), p.tls, creds);
+    cfg.port = Some(p.endpoint.port);
+    let (tls, security) = ctx.tls();
+    cfg.tls = tls.map(|t| (t, security));
+    if !p.auth.is_empty() {
+        cfg.mechanisms = p.auth.clone();
+    }
+    cfg.auth_policy = AuthPolicy::with_insecure_auth(p.allow_insecure_auth);
+    cfg
+}
+
+/// Polls `connector` once. Logs one summary line.
+///
+/// # Errors
+///
+/// Connection, authentication and protocol errors; what was stored before stays stored.
+pub async fn poll(ctx: &Arc<Context>, connector: &Connector) -> Result<PollSummary, PollError> {
+    let started = Instant::now();
+    let mailbox = mailbox_id(connector);
+    let lock = ctx.mailbox_lock(&mailbox);
+    let _one_poller = lock.lock().await;
+    let _permit = ctx.polls().acquire().await;
+    let mut summary = PollSummary::default();
+    let result = poll_inner(ctx, connector, &mailbox, &mut summary).await;
+    summary.duration = started.elapsed();
+    let s = &summary;
+    match &result {
+        Ok(()) => tracing::info!(
+            connector = %connector.name, fetched = s.fetched, forwarded = s.forwarded,
+            held = s.held, bad = s.bad, killed = s.killed, failed = s.failed,
+            deleted = s.deleted, duration_ms = s.duration.as_millis() as u64, "poll"
+        ),
+        Err(e) => tracing::warn!(
+            connector = %connector.name, fetched = s.fetched, forwarded = s.forwarded,
+            held = s.held, bad = s.bad, killed = s.killed, failed = s.failed,
+            deleted = s.deleted, duration_ms = s.duration.as_millis() as u64,
+            error = %e, "poll failed"
+        ),
+    }
+    result.map(|()| summary)
+}
+
+async fn poll_inner(
+    ctx: &Arc<Context>,
+    c: &Connector,
+    mailbox: &str,
+    summary: &mut PollSummary,
+) -> Result<(), PollError> {
+    let config = ctx.config();
+    let mut pop = Pop3Client::connect(&pop_config(ctx, c)).await?;
+    let list = pop.list().await?;
+    let (keys, hashed) = match pop.uidl().await {
+        Ok(uidl) => {
+            let by_msg: std::collections::HashMap<NonZeroU32, String> = uidl
+                .into_iter()
+                .map(|u| (u.msg, u.uid.as_str().to_owned()))
+                .collect();
+            let mut uids = Vec::with_capacity(list.len());
+            for l in &list {
+                // A message missing from UIDL cannot be tracked: leave it alone.
+                uids.push(by_msg.get(&l.msg).cloned());
+            }
+            (uids, false)
+        }
+        Err(PopError::Rejected { .. }) => {
+            let mut uids = Vec::with_capacity(list.len());
+            for l in &list {
+                let mut head = Vec::new();
+                match pop.top(l.msg, 0, &mut head).await {
+                    Ok(_) => uids.push(Some(content_hash(&head, l.size))),
+                    Err(PopError::Rejected { .. }) => uids.push(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (uids, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Occurrences count duplicates among the trackable entries, in listing order.
+    let present: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let mut present_keys = uid_keys(&present).into_iter();
+    let mut entries: Vec<(NonZeroU32, u64, UidKey)> = Vec::with_capacity(list.len());
+    for (l, uid) in list.iter().zip(&keys) {
+        if uid.is_some()
+            && let Some(k) = present_keys.next()
+        {
+            entries.push((l.msg, l.size, k));
+        }
+    }
+    let mut wanted = Vec::new();
+    for (msg, size, key) in &entries {
+        if ctx.with_state(|s| s.seen(&c.name, mailbox, key))?.is_some() {
+            continue;
+        }
+        if *size > config.queue.max_message_size {
+            tracing::warn!(connector = %c.name, uid = %key.uid, size, limit = config.queue.max_message_size,
+                "message larger than queue.max_message_size: left on the server");
+            summary.failed += 1;
+            continue;
+        }
+        wanted.push((*msg, *size, key.clone()));
+    }
+
+    let mut new_ids = Vec::new();
+    for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
+        let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
+        let (results, err) = match stored {
+            Ok(r) => (r, None),
+            Err((r, e)) => (r, Some(e)),
+        };
+        for (key, size, outcome) in results {
+            match outcome {
+                Ok(stored) => {
+                    let origin = Pop3Origin {
+                        mailbox,
+                        uid: &key,
+                        hashed,
+                        listed_size: size,
+                    };
+                    let id =
+                        record(ctx, &c.name, Source::Pop3, Some(origin), &stored, None).await?;
+                    summary.fetched += 1;
+                    let d = route_stored(ctx, &id).await;
+                    summary.count(d);
+                    new_ids.push(id);
+                }
+                Err(reason) => {
+                    tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
+                    summary.failed += 1;
+                }
+            }
+        }
+        if let Some(e) = err {
+            return Err(e);
+        }
+    }
+
+    if c.pop3.server_copy == ServerCopy::RemoveAfterDelivered && !new_ids.is_empty() {
+        // Deliver now, so this session can already remove what was accepted downstream.
+        crate::delivery::deliver_ids(ctx, &new_ids).await;
+    }
+
+    let deletable =
+        ctx.with_state(|s| s.deletable_uids(&c.name, mailbox, c.pop3.server_copy, ctx.now()))?;
+    let deletable: std::collections::HashSet<UidKey> = deletable.into_iter().collect();
+    let mut marked = Vec::new();
+    for (msg, _, key) in &entries {
+        if deletable.contains(key) {
+            pop.delete(*msg).await?;
+            marked.push(key.clone());
+        }
+    }
+    match pop.quit().await? {
+        UpdateOutcome::Committed(_) => {
+            if !marked.is_empty() {
+                ctx.with_state(|s| s.mark_deleted(&c.name, mailbox, &marked, ctx.now()))?;
+            }
+            summary.deleted = marked.len();
+        }
+        UpdateOutcome::Failed(line) if !marked.is_empty() => {
+            return Err(PollError::QuitRefused(line.to_string()));
+        }
+        _ => {}
+    }
+    let all: Vec<UidKey> = entries.into_iter().map(|(_, _, k)| k).collect();
+    ctx.with_state(|s| s.prune_uids(&c.name, mailbox, &all))?;
+    Ok(())
+}
+
+type Fetched = Vec<(UidKey, u64, Result<Stored, String>)>;
+
+/// Retrieves a batch (pipelined RETRs, or one TOP), streaming each message through a duplex
+/// pipe into its spool writer; commits only the messages the server completed.
+async fn fetch_batch(
+    ctx: &Context,
+    pop: &mut Pop3Client,
+    use_top: bool,
+    batch: &[(NonZeroU32, u64, UidKey)],
+) -> Result<Fetched, (Fetched, PollError)> {
+    let now = ctx.now();
+    let spool = ctx.spool();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(NonZeroU32, DuplexStream)>();
+    let msgs: Vec<NonZeroU32> = batch.iter().map(|b| b.0).collect();
+    let fetch = async {
+        let sink = |msg: NonZeroU32| {
+            let (w, r) = tokio::io::duplex(64 * 1024);
+            // The receiver lives until the batch ends.
+            let _ = tx.send((msg, r));
+            w
+        };
+        let r = if use_top {
+            let msg = msgs[0];
+            let mut w = sink(msg);
+            let r = pop.top(msg, TOP_ALL_LINES, &mut w).await;
+            drop(w);
+            r.map(|octets| vec![(msg, Ok(octets))])
+        } else {
+            pop.retrieve_many(&msgs, sink).await
+        };
+        drop(tx);
+        r
+    };
+    let store = async {
+        let mut writers: Vec<(NonZeroU32, Result<SpoolWriter, String>)> = Vec::new();
+        while let Some((msg, mut r)) = rx.recv().await {
+            let w = copy_into_spool(spool, now, &mut r).await;
+            if w.is_err() {
+                // Keep the producer going: the rest of this message is read and dropped.
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+            }
+            writers.push((msg, w.map_err(|e| e.to_string())));
+        }
+        writers
+    };
+    let (fetched, mut writers) = tokio::join!(fetch, store);
+    let mut out = Vec::new();
+    let results = match fetched {
+        Ok(r) => r,
+        Err(e) => {
+            // Uncommitted writers are dropped here, removing their temporary files.
+            return Err((out, e.into()));
+        }
+    };
+    for (msg, result) in results {
+        let Some(&(_, size, ref key)) = batch.iter().find(|b| b.0 == msg) else {
+            continue;
+        };
+        let writer = writers
+            .iter()
+            .position(|(m, _)| *m == msg)
+            .map(|i| writers.swap_remove(i).1);
+        let outcome = match (result, writer) {
+            (Ok(octets), Some(Ok(w))) if w.written() == octets => {
+                w.commit().await.map_err(|e| e.to_string())
+            }
+            (Ok(octets), Some(Ok(w))) => Err(format!(
+                "retrieved {octets} octets but spooled {}",
+                w.written()
+            )),
+            (Ok(_), Some(Err(e))) => Err(e),
+            (Ok(_), None) => Err("no data".to_owned()),
+            (Err(line), _) => Err(format!("server refused: {line}")),
+        };
+        out.push((key.clone(), size, outcome));
+    }
+    Ok(out)
+}
+
+async fn copy_into_spool(
+    spool: &crate::spool::Spool,
+    now: SystemTime,
+    r: &mut DuplexStream,
+) -> Result<SpoolWriter, SpoolError> {
+    let mut w = spool.writer(now).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(w);
+        }
+        w.write(&buf[..n]).await?;
+    }
+}
+
+/// The envelope sender a message implies: `Return-Path:` (`""` for `<>`), else the first
+/// `From:` address, else `None`.
+pub fn original_sender(head: &[u8], from: Option<&str>) -> Option<String> {
+    let mut line_start = 0;
+    while line_start < head.len() {
+        let rest = &head[line_start..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let line = &rest[..end];
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if line.len() > 12 && line[..12].eq_ignore_ascii_case(b"return-path:") {
+            let v = String::from_utf8_lossy(&line[12..]);
+            let v = v.trim();
+            let inner = v.trim_start_matches('<').trim_end_matches('>').trim();
+            if inner.is_empty() {
+                return Some(String::new());
+            }
+            if mailferry_routing::Address::try_from(inner).is_ok() {
+                return Some(inner.to_owned());
+            }
+        }
+        line_start += end;
+    }
+    from.map(str::to_owned)
+}
+
+/// Records a durable spool file in the state database (status Stored). Returns its id.
+pub(crate) async fn record(
+    ctx: &Context,
+    connector: &str,
+    source: Source,
+    pop3: Option<Pop3Origin<'_>>,
+    stored: &Stored,
+    envelope_sender: Option<&str>,
+) -> Result<MessageId, PollError> {
+    let config = ctx.config();
+    let head = ctx
+        .spool()
+        .read_head(&stored.id, config_header_limit(ctx, connector))
+        .await?;
+    let from = ctx.router(connector).and_then(|r| {
+        r.scanner()
+            .scan(&head)
+            .ok()
+            .and_then(|s| s.senders.first().map(ToString::to_string))
+    });
+    let sender = match envelope_sender {
+        Some(s) => Some(s.to_owned()),
+        None => original_sender(&head, from.as_deref()),
+    };
+    let m = NewMessage {
+        id: &stored.id,
+        connector,
+        source,
+        pop3,
+        size: stored.size,
+        spool_file: &stored.path,
+        sender: sender.as_deref(),
+    };
+    ctx.with_state(|s| s.record_fetched(&m, ctx.now()))?;
+    drop(config);
+    Ok(stored.id.clone())
+}
+
+fn config_header_limit(ctx: &Context, connector: &str) -> usize {
+    ctx.router(connector)
+        .map_or(102_400, |r| r.scanner().options().max_header_bytes)
+}
+
+/// Routes a Stored message: loop guard, Send To rules, event script; records the decision and
+/// applies Killed (spool file deleted) and BadMail (file moved). Any problem holds the message.
+/// Returns the disposition.
+pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
+    match route_inner(ctx, id).await {
+        Ok(d) => d,
+        Err(reason) => {
+            tracing::warn!(%id, %reason, "routing failed: message held");
+            let _ = ctx.with_state(|s| {
+                s.record_decision(
+                    id,
+                    &DecisionRecord {
+                        status: Status::Held,
+                        disposition: "held".into(),
+                        text: reason.clone(),
+                        recipients: Vec::new(),
+                    },
+                    ctx.now(),
+                )?;
+                s.set_status(id, Status::Held, &reason, ctx.now())
+            });
+            Disposition::Held
+        }
+    }
+}
+
+async fn route_inner(ctx: &Arc<Context>, id: &MessageId) -> Result<Disposition, String> {
+    let config = ctx.config();
+    let row = ctx
+        .with_state(|s| s.message(id))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no message {id}"))?
+        .0;
+    let Some(router) = ctx.router(&row.connector) else {
+        return Err(format!("connector {} no longer configured", row.connector));
+    };
+    let limit = router.scanner().options().max_header_bytes;
+    let head = ctx
+        .spool()
+        .read_head(id, limit + 1)
+        .await
+        .map_err(|e| format!("reading the spool file: {e}"))?;
+    let head = header_block(&head, limit).map_err(|e| format!("routing: {e}"))?;
+    let mut scanner = HeaderScanner::new(&row.connector);
+    scanner.feed(head);
+    let verdict = scanner.verdict(config.queue.max_hops);
+    if verdict != LoopVerdict::Forward {
+        let reason = verdict.reason().unwrap_or_default();
+        apply(ctx, id, Disposition::BadMail, Vec::new(), &reason, &reason).await?;
+        return Ok(Disposition::BadMail);
+    }
+    let decision = router.decide(head).map_err(|e| format!("routing: {e}"))?;
+    let mut disposition = decision.disposition;
+    let mut recipients: Vec<NewRecipient> = decision
+        .recipients
+        .iter()
+        .map(|r| NewRecipient {
+            address: r.address.to_string(),
+            rule: r.rule.to_string(),
+        })
+        .collect();
+    let mut text = decision.to_string();
+    let mut reason = text.clone();
+    if let Some(script) = config
+        .connector(&row.connector)
+        .and_then(|c| c.script.clone())
+    {
+        let request = ScriptRequest {
+            connector: row.connector.clone(),
+            message_id: id.to_string(),
+            message_path: ctx.spool().path(id),
+            sender: row.sender.clone().unwrap_or_default(),
+            disposition: disposition.to_string(),
+            recipients: recipients
+                .iter()
+                .map(|r| ProposedRecipient {
+                    address: r.address.clone(),
+                    rule: r.rule.clone(),
+                })
+                .collect(),
+            decision: text.clone(),
+        };
+        match crate::script::run(&script, &request).await {
+            ScriptVerdict::Accept => {}
+            ScriptVerdict::Override {
+                disposition: d,
+                recipients: r,
+                reason: why,
+            } => {
+                disposition = d;
+                if let Some(r) = r {
+                    recipients = r
+                        .into_iter()
+                        .map(|a| NewRecipient {
+                            address: a.to_string(),
+                            rule: "event script".into(),
+                        })
+                        .collect();
+                }
+                text = format!("{text}; event script: disposition={d}");
+                reason = why.unwrap_or_else(|| "event script".into());
+            }
+            ScriptVerdict::Hold { reason: why } => {
+                disposition = Disposition::Held;
+                reason = why;
+            }
+        }
+    }
+    apply(ctx, id, disposition, recipients, &text, &reason).await?;
+    Ok(disposition)
+}
+
+/// Records a decision and carries out Killed and BadMail.
+pub(crate) async fn apply(
+    ctx: &Context,
+    id: &MessageId,
+    disposition: Disposition,
+    recipients: Vec<NewRecipient>,
+    text: &str,
+    reason: &str,
+) -> Result<(), String> {
+    let status = match disposition {
+        Disposition::Deliver => Status::Routed,
+        Disposition::Killed => Status::Killed,
+        Disposition::BadMail => Status::BadMail,
+        _ => Status::Held,
+    };
+    let record = DecisionRecord {
+        status,
+        disposition: disposition.to_string(),
+        text: text.to_owned(),
+        recipients: if status == Status::Routed || status == Status::Held {
+            recipients
+        } else {
+            Vec::new()
+        },
+    };
+    let now = ctx.now();
+    ctx.with_state(|s| {
+        s.record_decision(id, &record, now)?;
+        if status == Status::Held {
+            s.set_status(id, Status::Held, reason, now)?;
+        }
+        Ok::<(), StateError>(())
+    })
+    .map_err(|e| e.to_string())?;
+    tracing::info!(%id, disposition = %disposition, decision = %text, "routed");
+    // The decision is durable first: a crash before the file operation leaves a file the
+    // database already says is done with, never a routed message without its file.
+    match status {
+        Status::Killed => {
+            ctx.spool().delete(id).map_err(|e| e.to_string())?;
+        }
+        Status::BadMail => {
+            ctx.spool()
+                .move_to_badmail(id, reason)
+                .map_err(|e| e.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_sender_prefers_return_path() {
+        let cases: &[(&[u8], Option<&str>, Option<&str>)] = &[
+            (
+                b"Return-Path: <a@b.example>\r\nFrom: c@d.example\r\n\r\n",
+                Some("c@d.example"),
+                Some("a@b.example"),
+            ),
+            (b"Return-Path: <>\r\n\r\n", Some("c@d.example"), Some("")),
+            (
+                b"From: c@d.example\r\n\r\n",
+                Some("c@d.example"),
+                Some("c@d.example"),
+            ),
+            (b"Return-Path: <not an address>\r\n\r\n", None, None),
+            (
+                b"Subject: x\r\n\r\nReturn-Path: <a@b.example>\r\n",
+                None,
+                None,
+            ),
+            (
+                b"return-path:<x@y.example>\r\n\r\n",
+                None,
+                Some("x@y.example"),
+            ),
+        ];
+        for (head, from, want) in cases {
+            assert_eq!(
+                original_sender(head, *from).as_deref(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+}
