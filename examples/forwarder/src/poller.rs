@@ -205,8 +205,14 @@ async fn poll_inner(
         }
     }
     let mut wanted = Vec::new();
+    // Messages already stored whose server copy is still here: under "remove after delivered"
+    // a due retry is attempted in this session, so a success can be removed at once.
+    let mut mailbox_ids = Vec::new();
     for (msg, size, key) in &entries {
-        if ctx.with_state(|s| s.seen(&c.name, mailbox, key))?.is_some() {
+        if let Some(seen) = ctx.with_state(|s| s.seen(&c.name, mailbox, key))? {
+            if let Some(id) = seen.message_id.filter(|_| !seen.deleted_from_server) {
+                mailbox_ids.push(id);
+            }
             continue;
         }
         if *size > config.queue.max_message_size {
@@ -218,7 +224,6 @@ async fn poll_inner(
         wanted.push((*msg, *size, key.clone()));
     }
 
-    let mut new_ids = Vec::new();
     for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
         let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
         let (results, err) = match stored {
@@ -239,7 +244,7 @@ async fn poll_inner(
                     summary.fetched += 1;
                     let d = route_stored(ctx, &id).await;
                     summary.count(d);
-                    new_ids.push(id);
+                    mailbox_ids.push(id);
                 }
                 Err(reason) => {
                     tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
@@ -252,9 +257,9 @@ async fn poll_inner(
         }
     }
 
-    if c.pop3.server_copy == ServerCopy::RemoveAfterDelivered && !new_ids.is_empty() {
+    if c.pop3.server_copy == ServerCopy::RemoveAfterDelivered && !mailbox_ids.is_empty() {
         // Deliver now, so this session can already remove what was accepted downstream.
-        crate::delivery::deliver_ids(ctx, &new_ids).await;
+        crate::delivery::deliver_ids(ctx, &mailbox_ids).await;
     }
 
     let deletable =
