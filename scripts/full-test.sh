@@ -31,7 +31,7 @@ step "fuzz smoke run"
 bash scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"
 
 step "benchmarks: quick run"
-cargo bench -p mailferry-benches --locked -- --quick --noplot
+cargo bench -p mailferry-benches --benches --locked -- --quick --noplot
 
 step "every test, including interop against real Dovecot and Postfix"
 cargo nextest run --workspace --all-features --locked --run-ignored all --no-fail-fast
