@@ -46,8 +46,8 @@
 mod certs;
 mod dovecot;
 mod error;
-mod postfix;
 pub mod pop3_responder;
+mod postfix;
 mod script;
 mod sys;
 
