@@ -1,5 +1,6 @@
 //! SMTP reply assembly over arbitrary bytes cut into lines: never panics, stays within the
-//! configured limits, and every reply it yields re-encodes and re-parses to the same value.
+//! configured limits, and every reply it yields re-encodes and re-parses to the same value;
+//! `Reply::parse` (fast path) agrees with the line-by-line reference parser on any input.
 #![no_main]
 
 use bytes::BytesMut;
@@ -12,6 +13,11 @@ fuzz_target!(|data: &[u8]| {
     opts.max_line_len = 128;
     opts.max_lines = 8;
     opts.max_bytes = 512;
+    // The one-pass fast path of `Reply::parse` agrees with the reference parser.
+    assert_eq!(
+        Reply::parse(data, &opts),
+        mailferry_wire::fuzzing::reply_parse_general(data, &opts)
+    );
     let mut asm = ReplyAssembler::new(opts.clone());
     for line in data.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

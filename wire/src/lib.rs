@@ -78,3 +78,16 @@ pub mod smtp;
 pub mod testing;
 pub mod tls;
 pub mod types;
+
+/// Internals for the fuzz targets; not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::smtp::{Reply, ReplyError, ReplyOptions};
+
+    /// The line-by-line reference reply parser that [`Reply::parse`]'s fast path must agree
+    /// with.
+    pub fn reply_parse_general(input: &[u8], opts: &ReplyOptions) -> Result<Reply, ReplyError> {
+        Reply::parse_general(input, opts)
+    }
+}

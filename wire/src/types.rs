@@ -164,6 +164,31 @@ pub(crate) mod class {
         (acc | less_than(x, 0x20) | equal(x, 0x7f)) != 0
     }
 
+    /// The position of the first CR, LF or NUL in `s`, eight bytes at a time.
+    #[inline]
+    pub(crate) fn find_cr_lf_nul(s: &[u8]) -> Option<usize> {
+        let mut chunks = s.chunks_exact(8);
+        let mut base = 0;
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            let x = u64::from_le_bytes(w);
+            // NUL, LF and CR are all below 0x0e: one cheap test per word, and the exact
+            // search only in a word that has such a byte (usually the line's end).
+            if less_than(x, 0x0e) != 0
+                && let Some(i) = c.iter().position(|&b| matches!(b, b'\r' | b'\n' | 0))
+            {
+                return Some(base + i);
+            }
+            base += 8;
+        }
+        chunks
+            .remainder()
+            .iter()
+            .position(|&b| matches!(b, b'\r' | b'\n' | 0))
+            .map(|i| base + i)
+    }
+
     /// Like [`has_control`] for CR, LF and NUL only (reply text may carry TAB and others,
     /// which are escaped on display instead).
     #[inline]

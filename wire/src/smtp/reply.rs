@@ -166,16 +166,26 @@ pub struct EnhancedCode {
     detail: u16,
 }
 
-/// `1*3DIGIT` at the start of `b`: the value and the rest.
+/// `1*3DIGIT` at the start of `b`: the value and the rest. Unrolled: this runs on every
+/// reply line.
+#[inline]
 fn num_1_3(b: &[u8]) -> Option<(u16, &[u8])> {
-    let n = b.iter().take(3).take_while(|c| c.is_ascii_digit()).count();
-    if n == 0 || b.get(n).is_some_and(u8::is_ascii_digit) {
+    let digit = |i: usize| {
+        b.get(i)
+            .map(|c| u16::from(c.wrapping_sub(b'0')))
+            .filter(|&v| v < 10)
+    };
+    let a = digit(0)?;
+    let Some(x) = digit(1) else {
+        return Some((a, &b[1..]));
+    };
+    let Some(y) = digit(2) else {
+        return Some((a * 10 + x, &b[2..]));
+    };
+    if digit(3).is_some() {
         return None;
     }
-    let v = b[..n]
-        .iter()
-        .fold(0u16, |acc, &c| acc * 10 + u16::from(c - b'0'));
-    Some((v, &b[n..]))
+    Some((a * 100 + x * 10 + y, &b[3..]))
 }
 
 /// Parses an enhanced code at the start of `text`, followed by SP or the end of the text.
@@ -428,6 +438,79 @@ impl Reply {
 
     /// Parses a complete reply from `input`: CRLF-terminated lines, nothing after the last.
     pub fn parse(input: &[u8], opts: &ReplyOptions) -> Result<Reply, ReplyError> {
+        match Reply::parse_fast(input, opts) {
+            Some(reply) => Ok(reply),
+            // The general path accepts exactly the same replies and names the error.
+            None => Reply::parse_general(input, opts),
+        }
+    }
+
+    /// The common case in one pass per line: UTF-8 input, every line well-formed and within
+    /// the limits. Returns `None` for anything else (including every error), leaving the
+    /// verdict to [`Reply::parse_general`]; it never accepts what that rejects, and the
+    /// `wire_smtp_reply` fuzz target checks that both agree.
+    fn parse_fast(input: &[u8], opts: &ReplyOptions) -> Option<Reply> {
+        // The whole input counts towards `max_bytes`, and the stored text is never longer.
+        if input.len() > opts.max_bytes {
+            return None;
+        }
+        // One validation for all lines; CR and LF are ASCII, so every cut below is a
+        // character boundary.
+        let all = std::str::from_utf8(input).ok()?;
+        let mut text = String::with_capacity(input.len());
+        let mut first: Option<(ReplyCode, Option<EnhancedCode>)> = None;
+        let mut pos = 0;
+        let mut lines = 0;
+        loop {
+            let rest = &input[pos..];
+            // The first CR, LF or NUL must be the CR of the line's CRLF: one scan checks the
+            // line for stray control bytes and finds its end.
+            let n = class::find_cr_lf_nul(rest)?;
+            if rest[n] != b'\r' || rest.get(n + 1) != Some(&b'\n') {
+                return None;
+            }
+            let line = &rest[..n];
+            lines += 1;
+            if n + 2 > opts.max_line_len || lines > opts.max_lines {
+                return None;
+            }
+            let (code, last, t) = parse_line(line).ok()?;
+            let t = match first {
+                None => {
+                    let (e, t) = match enhanced_of(code, t) {
+                        Some((e, rest)) => (Some(e), rest),
+                        None => (None, t),
+                    };
+                    first = Some((code, e));
+                    t
+                }
+                Some((c, _)) if c != code => return None,
+                Some((_, e)) => {
+                    text.push('\n');
+                    match e {
+                        Some(e) => match enhanced_of(code, t) {
+                            Some((found, rest)) if e == found => rest,
+                            _ => t,
+                        },
+                        None => t,
+                    }
+                }
+            };
+            text.push_str(&all[pos + n - t.len()..pos + n]);
+            pos += n + 2;
+            if last {
+                let (code, enhanced) = first?;
+                return (pos == input.len()).then_some(Reply {
+                    code,
+                    enhanced,
+                    text,
+                });
+            }
+        }
+    }
+
+    /// The line-by-line reference parser behind [`Reply::parse`].
+    pub(crate) fn parse_general(input: &[u8], opts: &ReplyOptions) -> Result<Reply, ReplyError> {
         let mut asm = ReplyAssembler::new(opts.clone());
         // One allocation for the whole text: it is never longer than the input.
         asm.text.reserve(input.len().min(opts.max_bytes));
