@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mailferry_sasl::Mechanism;
-use mailferry_smtp_client::proto::{Envelope, ProtocolError, RecipientStatus};
+use mailferry_smtp_client::proto::{Envelope, ProtocolError, RecipientStatus, Waiting};
 use mailferry_smtp_client::{AuthFailure, Config, Error, SmtpClient};
 use mailferry_testkit::{Script, ScriptedServer, TestCa};
 use mailferry_wire::tls::{ChannelSecurity, TlsMode};
@@ -241,6 +241,82 @@ async fn streamed_body_in_bounded_chunks_ends_in_one_write() {
         let r = c.send(&env, &body[..]).await.unwrap();
         assert!(r.is_accepted());
         c.quit().await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, work).await.unwrap();
+    tokio::time::timeout(LIMIT, server.finish())
+        .await
+        .unwrap()
+        .assert_ok();
+}
+
+/// The shell keeps one timer armed for the earliest deadline seen: firing early (armed for the
+/// MAIL reply, now waiting for the end of data with a longer limit) must not time out.
+#[tokio::test]
+async fn timer_armed_for_an_earlier_deadline_does_not_time_out_early() {
+    let script = greeting_and_ehlo("250 PIPELINING\r\n")
+        .expect("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .send("250 ok\r\n250 ok\r\n354 go\r\n")
+        .expect("hi\r\n.\r\n")
+        // Past the 200 ms MAIL/RCPT/DATA limits, within the 2 s end-of-data limit.
+        .sleep(Duration::from_millis(600))
+        .send("250 ok\r\n")
+        .expect("QUIT\r\n")
+        .send("221 bye\r\n")
+        .close();
+    let server = ScriptedServer::start(script).await.unwrap();
+    let mut cfg = config(server.port(), TlsMode::Plaintext);
+    cfg.options.mail_timeout = Duration::from_millis(200);
+    cfg.options.rcpt_timeout = Duration::from_millis(200);
+    cfg.options.data_init_timeout = Duration::from_millis(200);
+    cfg.options.data_termination_timeout = Duration::from_secs(2);
+    let work = async {
+        let mut c = SmtpClient::connect(&cfg).await.unwrap();
+        let env = Envelope::from_strs("a@x.test", &["b@x.test"]).unwrap();
+        let r = c.send_bytes(&env, b"hi\r\n").await.unwrap();
+        assert!(r.is_accepted(), "{r:?}");
+        c.quit().await.unwrap();
+    };
+    tokio::time::timeout(LIMIT, work).await.unwrap();
+    tokio::time::timeout(LIMIT, server.finish())
+        .await
+        .unwrap()
+        .assert_ok();
+}
+
+/// A deadline earlier than the armed one (the next MAIL after a long end-of-data wait) re-arms
+/// the timer: the silent server is given up on at the MAIL limit, not the end-of-data one.
+#[tokio::test]
+async fn timer_moves_earlier_for_a_shorter_deadline() {
+    let script = greeting_and_ehlo("250 PIPELINING\r\n")
+        .expect("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .send("250 ok\r\n250 ok\r\n354 go\r\n")
+        .expect("hi\r\n.\r\n")
+        .send("250 ok\r\n")
+        .expect("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n")
+        .expect_eof();
+    let server = ScriptedServer::start(script).await.unwrap();
+    let mut cfg = config(server.port(), TlsMode::Plaintext);
+    cfg.options.mail_timeout = Duration::from_millis(300);
+    cfg.options.data_termination_timeout = Duration::from_secs(15);
+    let work = async {
+        let mut c = SmtpClient::connect(&cfg).await.unwrap();
+        let env = Envelope::from_strs("a@x.test", &["b@x.test"]).unwrap();
+        let r = c.send_bytes(&env, b"hi\r\n").await.unwrap();
+        assert!(r.is_accepted(), "{r:?}");
+        let started = std::time::Instant::now();
+        let r = c.send_bytes(&env, b"hi\r\n").await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(Error::Protocol(ProtocolError::Timeout(Waiting::Mail)))
+            ),
+            "{r:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
     };
     tokio::time::timeout(LIMIT, work).await.unwrap();
     tokio::time::timeout(LIMIT, server.finish())

@@ -179,6 +179,10 @@ pub struct SmtpClient {
     wbuf: BytesMut,
     rbuf: Box<[u8]>,
     eof: bool,
+    /// One timer for the connection's life, re-armed lazily (see [`SmtpClient::drive`]).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The deadline `timer` is armed for; `None` once it fired (or before first use).
+    armed: Option<tokio::time::Instant>,
 }
 
 impl SmtpClient {
@@ -233,6 +237,8 @@ impl SmtpClient {
             wbuf: BytesMut::with_capacity(o.body_chunk_size + 1024),
             rbuf: vec![0; 16 * 1024].into_boxed_slice(),
             eof: false,
+            timer: None,
+            armed: None,
         };
         match c.next_event().await? {
             Event::Greeting(_) => {}
@@ -544,17 +550,43 @@ impl SmtpClient {
         }
     }
 
+    /// Arms the timer for the core's deadline, lazily: a timer already armed for the same or
+    /// an earlier instant is kept (when it fires early, `handle_timeout` finds nothing due and
+    /// the next round re-arms). Moving a tokio timer earlier wakes the runtime's driver (an
+    /// eventfd write and an extra `epoll_wait`); the deadlines of a transaction alternate
+    /// (MAIL 5 min, end of data 10 min, ...), so re-arming on every change cost that twice per
+    /// message. Whether the timer takes part in this round.
+    fn arm_timer(&mut self) -> bool {
+        let Some(due) = self.core.poll_timeout().map(tokio::time::Instant::from_std) else {
+            return false;
+        };
+        match (&mut self.timer, self.armed) {
+            (Some(_), Some(armed)) if armed <= due => {}
+            (Some(timer), _) => {
+                timer.as_mut().reset(due);
+                self.armed = Some(due);
+            }
+            (None, _) => {
+                self.timer = Some(Box::pin(tokio::time::sleep_until(due)));
+                self.armed = Some(due);
+            }
+        }
+        true
+    }
+
     /// One round: write what is due and read what arrives (both at once), or fire the timer.
     async fn drive(&mut self) -> Result<()> {
-        let deadline = self.core.poll_timeout().map(tokio::time::Instant::from_std);
-        let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        let timed = self.arm_timer();
         let SmtpClient {
             io,
             wbuf,
             rbuf,
             eof,
             core,
+            timer,
+            armed,
         } = self;
+        let mut sleep = timer.as_mut().filter(|_| timed);
         let io = io.as_mut().ok_or(Error::Internal("stream missing"))?;
         let mut flushed = wbuf.is_empty();
         let result = poll_fn(|cx| {
@@ -603,6 +635,7 @@ impl SmtpClient {
             if let Some(s) = sleep.as_mut()
                 && s.as_mut().poll(cx).is_ready()
             {
+                *armed = None;
                 core.handle_timeout(now());
                 return Poll::Ready(Ok(()));
             }
