@@ -1,8 +1,8 @@
 //! End to end: a POP3 mailbox through the forwarder to an SMTP server, checked message by
 //! message and byte by byte (apart from the two trace lines the forwarder adds).
 //!
-//! The loopback tests use testkit's maildir POP3 responder and the recording smtp-server; the
-//! real-server test (Dovecot in, Postfix out, 1,000 messages) is ignored by default.
+//! These use testkit's maildir POP3 responder and the recording smtp-server; the real-server
+//! test (Dovecot in, Postfix out, 1,000 messages) is in `e2e_real.rs`.
 
 // Test helpers panic on set-up failures by design.
 #![allow(clippy::unwrap_used, clippy::too_many_arguments)]
@@ -268,80 +268,4 @@ async fn server_copy_after_delivered_keeps_undelivered_messages() {
     poll_once(&ctx).await.unwrap();
     assert_eq!(maildir_list(&maildir).unwrap().len(), 0);
     assert_eq!(sink.messages().len(), 4);
-}
-
-#[test]
-#[ignore = "needs dovecot and postfix: run scripts/full-test.sh"]
-fn dovecot_to_postfix_1000_messages() {
-    use mailferry_testkit::{Dovecot, Postfix};
-    let dovecot = Dovecot::builder().user("alice", "pw").start().unwrap();
-    let mut builder = Postfix::builder().domain("dest.net");
-    let mut expected: HashMap<String, Vec<(String, Vec<u8>)>> = HashMap::new();
-    let n = 1000;
-    let mut mailboxes = std::collections::BTreeSet::new();
-    for i in 0..n {
-        let (lines, rcpts) = case(i);
-        let m = message(i, &lines);
-        dovecot.drop_message("alice", &m).unwrap();
-        for r in rcpts {
-            mailboxes.insert(r.clone());
-            expected
-                .entry(r)
-                .or_default()
-                .push((format!("<m{i}@sender.test>"), strip_bcc(&m)));
-        }
-    }
-    for m in &mailboxes {
-        builder = builder.mailbox(m);
-    }
-    let postfix = builder.start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        dovecot.pop3_addr(),
-        "alice",
-        postfix.smtp_addr(),
-        "{dest.example, dest.net, catch@dest.net}",
-        "",
-        "\"remove_after_delivered\"",
-        false,
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let report = rt.block_on(async {
-        let ctx = Context::open(config).unwrap();
-        poll_once(&ctx).await.unwrap()
-    });
-    assert!(report.failed.is_empty(), "{report:?}");
-    eprintln!("forwarded {n} messages in {:?}", started.elapsed());
-    for (mailbox, msgs) in &expected {
-        let files = postfix
-            .wait_for_messages(mailbox, msgs.len(), Duration::from_secs(60))
-            .unwrap();
-        let mut got: HashMap<String, Vec<u8>> = HashMap::new();
-        for data in files {
-            let text = String::from_utf8_lossy(&data).into_owned();
-            let mid = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap()
-                .trim_end()
-                .to_owned();
-            got.insert(mid, data);
-        }
-        for (mid, orig) in msgs {
-            let data = &got[mid];
-            // Postfix adds Return-Path, Delivered-To and its Received: on top; the original
-            // header block and body follow our two trace lines, with LF line ends.
-            let orig_lf: Vec<u8> = orig.iter().copied().filter(|&b| b != b'\r').collect();
-            assert!(
-                data.windows(orig_lf.len()).any(|w| w == &orig_lf[..]),
-                "{mailbox} {mid}"
-            );
-        }
-    }
-    assert!(dovecot.maildir_files("alice").unwrap().is_empty());
 }
