@@ -280,8 +280,9 @@ fn bench_size(c: &mut Criterion, sink: SocketAddr, label: &str, size: usize, qui
     group.finish();
 
     // smtp-source's rate swings run to run (it neither pipelines nor sets TCP_NODELAY, so a
-    // message sometimes waits for a delayed ACK): print the spread of whole runs.
-    let (count, runs): (u64, usize) = if quick { (300, 5) } else { (2_000, 7) };
+    // message sometimes waits for a delayed ACK): print the spread of whole runs, each long
+    // enough (>= 1,000 messages) that the subtracted fixed cost cannot dominate it.
+    let (count, runs): (u64, usize) = if quick { (1_000, 5) } else { (2_000, 7) };
     let mut rates: Vec<f64> = (0..runs)
         .map(|_| {
             let t = run_smtp_source(sink, count, size).saturating_sub(fixed);
