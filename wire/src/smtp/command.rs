@@ -9,7 +9,7 @@ use nom::character::char;
 use nom::combinator::{all_consuming, opt};
 use nom::sequence::preceded;
 
-use super::params::{MailParams, ParamError, RcptParams, put_u64};
+use super::params::{MailParams, ParamError, RcptParams, parse_u64, put_u64};
 use crate::types::{
     AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
     ReversePath, SaslMechanism, SmtpText, TokenError, class, parse_path_prefix,
@@ -225,14 +225,20 @@ fn required_arg<'a>(rest: &'a str, name: &'static str) -> Result<&'a str, Comman
     optional_arg(rest, name)?.ok_or(CommandError::MissingArgument(name))
 }
 
-fn no_arg(rest: &str, name: &'static str) -> Result<(), CommandError> {
-    if rest.is_empty() {
-        Ok(())
-    } else if rest.starts_with(' ') {
-        Err(CommandError::UnexpectedArgument(name))
-    } else {
-        Err(CommandError::UnknownCommand)
-    }
+/// DATA, RSET, QUIT and STARTTLS: the command if `rest` is empty; `None` for other verbs.
+fn bare_command(verb: Verb, rest: &[u8]) -> Option<Result<Command, CommandError>> {
+    let cmd = match verb {
+        Verb::Data => Command::Data,
+        Verb::Rset => Command::Rset,
+        Verb::Quit => Command::Quit,
+        Verb::StartTls => Command::StartTls,
+        _ => return None,
+    };
+    Some(match rest {
+        [] => Ok(cmd),
+        [b' ', ..] => Err(CommandError::UnexpectedArgument(cmd.verb())),
+        _ => Err(CommandError::UnknownCommand),
+    })
 }
 
 /// `" " keyword ":"`, case-insensitive; one space after the colon is tolerated because
@@ -291,6 +297,10 @@ impl Command {
             // `MAILX`, `DATAFOO`: a longer, unknown verb.
             return Err(CommandError::UnknownCommand);
         }
+        // The argument-less verbs are decided before the UTF-8 check, which they do not need.
+        if let Some(r) = bare_command(verb, rest) {
+            return r;
+        }
         let rest = std::str::from_utf8(rest).map_err(|_| CommandError::InvalidUtf8)?;
         Ok(match verb {
             Verb::Ehlo => Command::Ehlo(Domain::try_from(required_arg(rest, "EHLO")?)?),
@@ -310,10 +320,10 @@ impl Command {
                 let params = RcptParams::parse(params_start(r, "RCPT")?)?;
                 Command::Rcpt { to, params }
             }
-            Verb::Data => no_arg(rest, "DATA").map(|()| Command::Data)?,
-            Verb::Rset => no_arg(rest, "RSET").map(|()| Command::Rset)?,
-            Verb::Quit => no_arg(rest, "QUIT").map(|()| Command::Quit)?,
-            Verb::StartTls => no_arg(rest, "STARTTLS").map(|()| Command::StartTls)?,
+            // Handled above; repeated so the match stays exhaustive without a panic.
+            Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls => {
+                bare_command(verb, rest.as_bytes()).unwrap_or(Err(CommandError::UnknownCommand))?
+            }
             Verb::Vrfy => Command::Vrfy(SmtpText::try_from(required_arg(rest, "VRFY")?)?),
             Verb::Expn => Command::Expn(SmtpText::try_from(required_arg(rest, "EXPN")?)?),
             Verb::Help => Command::Help(
@@ -410,12 +420,7 @@ fn parse_bdat(arg: &str) -> Result<Command, CommandError> {
         Some(_) => return Err(CommandError::Syntax("BDAT")),
         None => (arg, false),
     };
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(CommandError::Syntax("BDAT"));
-    }
-    let size = digits
-        .parse::<u64>()
-        .map_err(|_| CommandError::Syntax("BDAT"))?;
+    let size = parse_u64(digits).ok_or(CommandError::Syntax("BDAT"))?;
     Ok(Command::Bdat { size, last })
 }
 

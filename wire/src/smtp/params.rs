@@ -446,10 +446,13 @@ const MAIL_KEYWORDS: &[&[u8]] = &[b"SIZE", b"BODY", b"SMTPUTF8", b"RET", b"ENVID
 ///
 /// Compared in place: upper-casing into a stack buffer first costs a store-forwarding stall.
 fn keyword_id(k: &str, known: &'static [&'static [u8]]) -> Option<&'static [u8]> {
+    let b = k.as_bytes();
+    // The first letter, folded, rejects most candidates before the full comparison.
+    let first = b.first()?.to_ascii_uppercase();
     known
         .iter()
         .copied()
-        .find(|n| n.len() == k.len() && k.as_bytes().eq_ignore_ascii_case(n))
+        .find(|n| n.len() == b.len() && n[0] == first && b.eq_ignore_ascii_case(n))
 }
 
 fn set_once<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), ParamError> {
@@ -482,17 +485,29 @@ fn other_param(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Result<
     Ok(())
 }
 
-fn parse_u64(v: &str) -> Option<u64> {
-    if v.is_empty() || v.len() > 20 {
+/// `1*20DIGIT` that fits in 64 bits.
+pub(crate) fn parse_u64(v: &str) -> Option<u64> {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 20 {
         return None;
     }
-    v.bytes().try_fold(0u64, |acc, b| {
-        let d = b.wrapping_sub(b'0');
+    let mut acc = 0u64;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
         if d > 9 {
             return None;
         }
-        acc.checked_mul(10)?.checked_add(u64::from(d))
-    })
+        // Up to 19 digits cannot overflow; only the 20-digit case needs checked arithmetic.
+        acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
+    }
+    if b.len() == 20 {
+        // u64::MAX has 20 digits starting with 1; a value that wrapped is detected by
+        // re-checking with checked arithmetic.
+        return b.iter().try_fold(0u64, |a, &c| {
+            a.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+        });
+    }
+    Some(acc)
 }
 
 impl MailParams {
