@@ -24,6 +24,12 @@ cargo clippy --workspace --all-targets --no-default-features --locked -- -D warn
 step "rustdoc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
+step "licenses (deny.toml allow list) and publishable library crates"
+python3 scripts/check-licenses.py
+cargo package --locked --allow-dirty --no-verify --quiet \
+  -p mailferry-wire -p mailferry-sasl -p mailferry-routing \
+  -p mailferry-pop3-client -p mailferry-smtp-client -p mailferry-smtp-server
+
 step "doctests"
 cargo test --doc --workspace --all-features --locked
 
