@@ -83,11 +83,20 @@ pub mod types;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing {
-    use crate::smtp::{Reply, ReplyError, ReplyOptions};
+    use crate::smtp::{Command, CommandError, CommandOptions, Reply, ReplyError, ReplyOptions};
 
     /// The line-by-line reference reply parser that [`Reply::parse`]'s fast path must agree
     /// with.
     pub fn reply_parse_general(input: &[u8], opts: &ReplyOptions) -> Result<Reply, ReplyError> {
         Reply::parse_general(input, opts)
+    }
+
+    /// The command parser without its fast paths, which [`Command::parse_with`] must agree
+    /// with on every input.
+    pub fn command_parse_general(
+        line: &[u8],
+        opts: &CommandOptions,
+    ) -> Result<Command, CommandError> {
+        Command::parse_general(line, opts)
     }
 }

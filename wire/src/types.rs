@@ -376,6 +376,32 @@ pub(crate) fn validate_domain(s: &str) -> Result<(), DomainError> {
     }
 }
 
+/// The fast path of [`domain_prefix`] for an all-ASCII LDH domain: the domain's length, or
+/// `None` when [`domain_prefix`] must decide (a literal, a U-label, or any error). Whenever it
+/// returns `Some(n)`, `domain_prefix` returns `Ok(n)` on the same input.
+#[inline]
+pub(crate) fn ascii_domain_len(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < b.len() && class::is(b[i], class::LDH) {
+            i += 1;
+        }
+        match &b[start..i] {
+            [] | [b'-', ..] | [.., b'-'] => return None,
+            l if l.len() > MAX_LABEL_LEN => return None,
+            _ => {}
+        }
+        match b.get(i) {
+            Some(b'.') => i += 1,
+            // A U-label: the general scan validates it character by character.
+            Some(&c) if c >= 0x80 => return None,
+            _ => break,
+        }
+    }
+    (i <= MAX_DOMAIN_LEN).then_some(i)
+}
+
 fn check_ascii_label(label: &[u8]) -> Result<(), DomainError> {
     match label {
         [] => Err(DomainError::EmptyLabel),
@@ -405,6 +431,14 @@ impl Domain {
     /// Case-insensitive comparison, as SMTP compares domains (RFC 5321 §2.4).
     pub fn eq_ignore_ascii_case(&self, other: &Domain) -> bool {
         self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Domain {
+    /// A domain already validated by [`ascii_domain_len`] or [`validate_domain`].
+    pub(crate) fn from_validated(s: &str) -> Domain {
+        debug_assert_eq!(validate_domain(s), Ok(()));
+        Domain(s.to_owned())
     }
 }
 
@@ -786,6 +820,40 @@ impl Mailbox {
     }
 }
 
+impl Mailbox {
+    /// The fast path of [`Mailbox::parse_prefix`] for the common mailbox: an ASCII Dot-string
+    /// local part and an ASCII LDH domain. Returns the mailbox and its length in `s`, or `None`
+    /// when the general parser must decide (quoting, U-labels, literals, and every error).
+    #[inline]
+    pub(crate) fn parse_plain_prefix(s: &str) -> Option<(Mailbox, usize)> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        // Starts true so that an empty local part or a leading dot is refused.
+        let mut prev_dot = true;
+        while i < b.len() {
+            let c = b[i];
+            if class::is(c, class::ATEXT) {
+                prev_dot = false;
+            } else if c == b'.' && !prev_dot {
+                prev_dot = true;
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        if prev_dot || i > MAX_LOCAL_PART_LEN || b.get(i) != Some(&b'@') {
+            return None;
+        }
+        let len = i + 1 + ascii_domain_len(&b[i + 1..])?;
+        if len > MAX_MAILBOX_LEN {
+            return None;
+        }
+        // Every byte up to `len` is ASCII, so it is a character boundary.
+        let wire = s.get(..len)?.to_owned();
+        Some((Mailbox { wire, at: i }, len))
+    }
+}
+
 impl TryFrom<&str> for Mailbox {
     type Error = AddressError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
@@ -1048,6 +1116,12 @@ impl EsmtpKeyword {
     pub fn is(&self, name: &str) -> bool {
         self.0.eq_ignore_ascii_case(name)
     }
+
+    /// A keyword already validated by a byte scan equivalent to [`EsmtpKeyword::validate`].
+    pub(crate) fn from_validated(s: &str) -> EsmtpKeyword {
+        debug_assert_eq!(Self::validate(s), Ok(()));
+        EsmtpKeyword(s.to_owned())
+    }
 }
 string_newtype_common!(EsmtpKeyword);
 
@@ -1075,6 +1149,12 @@ impl EsmtpValue {
     /// True when the value is non-ASCII, which needs SMTPUTF8 (RFC 6531).
     pub fn requires_smtputf8(&self) -> bool {
         !self.0.is_ascii()
+    }
+
+    /// A value already validated by a byte scan equivalent to [`EsmtpValue::validate`].
+    pub(crate) fn from_validated(s: &str) -> EsmtpValue {
+        debug_assert_eq!(Self::validate(s), Ok(()));
+        EsmtpValue(s.to_owned())
     }
 }
 string_newtype_common!(EsmtpValue);

@@ -12,7 +12,8 @@ use nom::sequence::preceded;
 use super::params::{MailParams, ParamError, RcptParams, parse_u64, put_u64};
 use crate::types::{
     AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
-    ReversePath, SaslMechanism, SmtpText, TokenError, class, parse_path_prefix,
+    Mailbox, ReversePath, SaslMechanism, SmtpText, TokenError, ascii_domain_len, class,
+    parse_path_prefix,
 };
 
 /// Limits for command parsing. Every limit has its RFC default.
@@ -281,6 +282,26 @@ impl Command {
 
     /// Parses one command line (without CRLF). Verbs and keywords are case-insensitive.
     pub fn parse_with(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandError> {
+        Command::parse_impl::<true>(line, opts)
+    }
+
+    /// [`Command::parse_with`] without the EHLO/HELO/MAIL/RCPT fast paths: the reference they
+    /// must agree with (checked by the `wire_smtp_command` fuzz target).
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fn parse_general(
+        line: &[u8],
+        opts: &CommandOptions,
+    ) -> Result<Command, CommandError> {
+        Command::parse_impl::<false>(line, opts)
+    }
+
+    /// The parser; with `FAST`, the common EHLO/HELO/MAIL/RCPT forms take a single-pass path
+    /// that returns the same value the general code would, and falls back to it otherwise (the
+    /// general code decides and names every error).
+    fn parse_impl<const FAST: bool>(
+        line: &[u8],
+        opts: &CommandOptions,
+    ) -> Result<Command, CommandError> {
         let len = line.len() + 2;
         let is_auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH");
         let max = if is_auth {
@@ -302,6 +323,9 @@ impl Command {
             return r;
         }
         let rest = std::str::from_utf8(rest).map_err(|_| CommandError::InvalidUtf8)?;
+        if FAST && let Some(cmd) = fast_command(verb, rest) {
+            return Ok(cmd);
+        }
         Ok(match verb {
             Verb::Ehlo => Command::Ehlo(Domain::try_from(required_arg(rest, "EHLO")?)?),
             Verb::Helo => Command::Helo(Domain::try_from(required_arg(rest, "HELO")?)?),
@@ -405,6 +429,48 @@ impl Command {
             }
         }
         out.put_slice(b"\r\n");
+    }
+}
+
+/// The fast paths of [`Command::parse_with`], called after the length, control-byte, verb and
+/// UTF-8 checks: `Some` only for the value the general code returns on the same line.
+fn fast_command(verb: Verb, rest: &str) -> Option<Command> {
+    match verb {
+        Verb::Mail => {
+            let r = path_intro(rest, "FROM", "MAIL").ok()?.strip_prefix('<')?;
+            let (from, r) = match r.strip_prefix('>') {
+                Some(r) => (ReversePath::Null, r),
+                None => {
+                    let (m, n) = Mailbox::parse_plain_prefix(r)?;
+                    (ReversePath::Mailbox(m), r.get(n..)?.strip_prefix('>')?)
+                }
+            };
+            let params = MailParams::parse_fast(r)?;
+            Some(Command::Mail { from, params })
+        }
+        Verb::Rcpt => {
+            let r = path_intro(rest, "TO", "RCPT").ok()?.strip_prefix('<')?;
+            // `<Postmaster>` has no '@' and takes the general path.
+            let (m, n) = Mailbox::parse_plain_prefix(r)?;
+            let r = r.get(n..)?.strip_prefix('>')?;
+            let params = RcptParams::parse_fast(r)?;
+            Some(Command::Rcpt {
+                to: ForwardPath::Mailbox(m),
+                params,
+            })
+        }
+        Verb::Ehlo | Verb::Helo => {
+            let arg = rest.strip_prefix(' ')?;
+            if ascii_domain_len(arg.as_bytes())? != arg.len() {
+                return None;
+            }
+            let d = Domain::from_validated(arg);
+            Some(match verb {
+                Verb::Ehlo => Command::Ehlo(d),
+                _ => Command::Helo(d),
+            })
+        }
+        _ => None,
     }
 }
 

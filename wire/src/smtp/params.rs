@@ -440,6 +440,84 @@ fn for_each_param<'a>(
     Ok(())
 }
 
+/// Scans one `SP esmtp-keyword ["=" esmtp-value]` item at `i` for the fast paths: the keyword,
+/// the value and the index after the item, or `None` for anything [`for_each_param`]'s
+/// validating split would have to look at (non-ASCII, a stray `=`, limits, malformed lists).
+#[inline]
+fn fast_item(s: &str, i: usize) -> Option<(&str, Option<&str>, usize)> {
+    let b = s.as_bytes();
+    if b.get(i) != Some(&b' ') {
+        return None;
+    }
+    let start = i + 1;
+    let mut end = start;
+    while end < b.len() && class::is(b[end], class::LDH) {
+        end += 1;
+    }
+    let kw_end = end;
+    if kw_end == start || b[start] == b'-' || kw_end - start > MAX_ESMTP_KEYWORD_LEN {
+        return None;
+    }
+    let mut value = None;
+    if end < b.len() && b[end] == b'=' {
+        end += 1;
+        while end < b.len() && class::is(b[end], class::VALUE) {
+            end += 1;
+        }
+        let len = end - kw_end - 1;
+        if len == 0 || len > MAX_ESMTP_VALUE_LEN {
+            return None;
+        }
+        // Keyword and value bytes are ASCII, so every index here is a character boundary.
+        value = Some(s.get(kw_end + 1..end)?);
+    }
+    if end < b.len() && b[end] != b' ' {
+        return None;
+    }
+    Some((s.get(start..kw_end)?, value, end))
+}
+
+/// True when `k` (an LDH keyword) is `name`, compared by length and first letter before the
+/// full case-insensitive comparison.
+#[inline]
+fn kw_is(k: &[u8], name: &[u8]) -> bool {
+    // Setting bit 5 folds letters to lower case and leaves digits alone; other bytes may fold
+    // onto each other, which only lets the full comparison decide.
+    k.len() == name.len()
+        && !k.is_empty()
+        && (k[0] | 0x20) == (name[0] | 0x20)
+        && k.eq_ignore_ascii_case(name)
+}
+
+/// The fast path's xtext: only the common form without `+XX` escapes, which needs no decoding.
+#[inline]
+fn plain_xtext(v: &str) -> Option<XText> {
+    (!v.is_empty() && class::all(v.as_bytes(), class::XCHAR)).then(|| XText(v.to_owned()))
+}
+
+/// An unknown parameter for the fast paths; `None` on a duplicate (the general parser names it).
+#[inline]
+fn fast_other(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Option<()> {
+    if other.iter().any(|p| p.keyword.is(k)) {
+        return None;
+    }
+    other.push(EsmtpParam {
+        keyword: EsmtpKeyword::from_validated(k),
+        value: v.map(EsmtpValue::from_validated),
+    });
+    Some(())
+}
+
+/// `Some(v)` into an empty slot, `None` (the general parser's duplicate error) otherwise.
+#[inline]
+fn put_once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(v);
+    Some(())
+}
+
 const MAIL_KEYWORDS: &[&[u8]] = &[b"SIZE", b"BODY", b"SMTPUTF8", b"RET", b"ENVID", b"AUTH"];
 
 /// The known keyword `k` matches case-insensitively, if any.
@@ -580,6 +658,55 @@ impl MailParams {
         Ok(p)
     }
 
+    /// The fast path of [`MailParams::parse`]: the same result for the common parameters, or
+    /// `None` when the general parser must decide (`AUTH=`, xtext escapes, any error).
+    pub(crate) fn parse_fast(s: &str) -> Option<MailParams> {
+        let mut p = MailParams::default();
+        let mut i = 0;
+        while i < s.len() {
+            let (k, v, end) = fast_item(s, i)?;
+            i = end;
+            let kb = k.as_bytes();
+            if kw_is(kb, b"SIZE") {
+                put_once(&mut p.size, parse_u64(v?)?)?;
+            } else if kw_is(kb, b"BODY") {
+                let v = v?.as_bytes();
+                let body = if kw_is(v, b"8BITMIME") {
+                    Body::EightBitMime
+                } else if kw_is(v, b"7BIT") {
+                    Body::SevenBit
+                } else if kw_is(v, b"BINARYMIME") {
+                    Body::BinaryMime
+                } else {
+                    return None;
+                };
+                put_once(&mut p.body, body)?;
+            } else if kw_is(kb, b"SMTPUTF8") {
+                if v.is_some() || p.smtputf8 {
+                    return None;
+                }
+                p.smtputf8 = true;
+            } else if kw_is(kb, b"RET") {
+                let v = v?.as_bytes();
+                let ret = if kw_is(v, b"FULL") {
+                    Ret::Full
+                } else if kw_is(v, b"HDRS") {
+                    Ret::Hdrs
+                } else {
+                    return None;
+                };
+                put_once(&mut p.ret, ret)?;
+            } else if kw_is(kb, b"ENVID") {
+                put_once(&mut p.envid, plain_xtext(v?)?)?;
+            } else if kw_is(kb, b"AUTH") {
+                return None;
+            } else {
+                fast_other(k, v, &mut p.other)?;
+            }
+        }
+        Some(p)
+    }
+
     pub(crate) fn encode(&self, out: &mut BytesMut) {
         if let Some(n) = self.size {
             out.put_slice(b" SIZE=");
@@ -636,6 +763,43 @@ impl RcptParams {
             }
         })?;
         Ok(p)
+    }
+
+    /// The fast path of [`RcptParams::parse`]: the same result for the common parameters, or
+    /// `None` when the general parser must decide (xtext escapes, any error).
+    pub(crate) fn parse_fast(s: &str) -> Option<RcptParams> {
+        let mut p = RcptParams::default();
+        let mut i = 0;
+        while i < s.len() {
+            let (k, v, end) = fast_item(s, i)?;
+            i = end;
+            let kb = k.as_bytes();
+            if kw_is(kb, b"NOTIFY") {
+                put_once(&mut p.notify, Notify::parse(v?).ok()?)?;
+            } else if kw_is(kb, b"ORCPT") {
+                let v = v?;
+                let semi = memchr::memchr(b';', v.as_bytes())?;
+                // ';' is ASCII, so both sides are character boundaries.
+                let (t, a) = (v.get(..semi)?, v.get(semi + 1..)?);
+                let tb = t.as_bytes();
+                if tb.is_empty()
+                    || tb.len() > MAX_ESMTP_KEYWORD_LEN
+                    || tb[0] == b'-'
+                    || !class::all(tb, class::LDH)
+                {
+                    return None;
+                }
+                let addr = plain_xtext(a)?;
+                let orcpt = Orcpt {
+                    addr_type: EsmtpKeyword::from_validated(t),
+                    addr,
+                };
+                put_once(&mut p.orcpt, orcpt)?;
+            } else {
+                fast_other(k, v, &mut p.other)?;
+            }
+        }
+        Some(p)
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) {

@@ -1116,3 +1116,149 @@ fn params_slow_path_for_non_ascii_and_odd_bytes() {
         }))
     );
 }
+
+/// The EHLO/HELO/MAIL/RCPT fast paths must return exactly what the general parser returns,
+/// errors included (the fast path falls back, so an error always comes from the general code).
+fn assert_fast_agrees(line: &[u8]) {
+    let opts = CommandOptions::default();
+    assert_eq!(
+        Command::parse_with(line, &opts),
+        Command::parse_general(line, &opts),
+        "{:?}",
+        String::from_utf8_lossy(line)
+    );
+}
+
+#[test]
+fn command_fast_paths_agree_with_general_parser() {
+    let long_local = format!("MAIL FROM:<{}@a.org>", "a".repeat(64));
+    let too_long_local = format!("MAIL FROM:<{}@a.org>", "a".repeat(65));
+    let label63 = format!("RCPT TO:<a@{}.org>", "b".repeat(63));
+    let label64 = format!("RCPT TO:<a@{}.org>", "b".repeat(64));
+    let long_mailbox = format!(
+        "RCPT TO:<{}@{}.{}.{}.org>",
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60),
+        "d".repeat(60)
+    );
+    let long_domain = format!("EHLO {}", ["abcdefghijklmnop"; 16].join("."));
+    let orcpt_type65 = format!("RCPT TO:<a@b.c> ORCPT={};x@y", "t".repeat(65));
+    let kw65 = format!("MAIL FROM:<a@b.c> {}=1", "K".repeat(65));
+    let lines: Vec<&[u8]> = vec![
+        b"EHLO client.example.org",
+        b"HELO client.example.org",
+        b"ehlo a",
+        b"EHLO [192.0.2.1]",
+        b"EHLO ex\xc3\xa4mple.org",
+        b"EHLO -a.org",
+        b"EHLO a-.org",
+        b"EHLO a..org",
+        b"EHLO a.org.",
+        b"EHLO .a.org",
+        b"EHLO a.org x",
+        b"EHLO ",
+        b"EHLO",
+        b"EHLO  a.org",
+        long_domain.as_bytes(),
+        b"MAIL FROM:<sender.name@example.org> SIZE=48213 BODY=8BITMIME",
+        b"MAIL FROM:<bounce+123-abc@lists.example.org> SIZE=1024 RET=HDRS ENVID=QQ314159",
+        b"mail from: <a@b.c> size=1 body=7bit ret=full smtputf8 x-a=1 x-b",
+        b"MAIL FROM:<> BODY=BINARYMIME",
+        b"MAIL FROM:<>",
+        b"MAIL FROM:<>x",
+        b"MAIL FROM:<a@b.c>x",
+        b"MAIL FROM:<a@b.c> ",
+        b"MAIL FROM:<a@b.c>  SIZE=1",
+        b"MAIL FROM:<a@b.c> SIZE=1 SIZE=1",
+        b"MAIL FROM:<a@b.c> BODY=7BIT BODY=7BIT",
+        b"MAIL FROM:<a@b.c> RET=FULL RET=FULL",
+        b"MAIL FROM:<a@b.c> ENVID=a ENVID=a",
+        b"MAIL FROM:<a@b.c> SMTPUTF8 SMTPUTF8",
+        b"MAIL FROM:<a@b.c> SMTPUTF8=1",
+        b"MAIL FROM:<a@b.c> X-A=1 x-a=2",
+        b"MAIL FROM:<a@b.c> SIZE",
+        b"MAIL FROM:<a@b.c> SIZE=",
+        b"MAIL FROM:<a@b.c> SIZE=x",
+        b"MAIL FROM:<a@b.c> SIZE=18446744073709551615",
+        b"MAIL FROM:<a@b.c> SIZE=18446744073709551616",
+        b"MAIL FROM:<a@b.c> SIZE=000000000000000000001",
+        b"MAIL FROM:<a@b.c> BODY=9BIT",
+        b"MAIL FROM:<a@b.c> BODY",
+        b"MAIL FROM:<a@b.c> RET=ALL",
+        b"MAIL FROM:<a@b.c> ENVID=a+2Bb",
+        b"MAIL FROM:<a@b.c> ENVID=a+2b",
+        b"MAIL FROM:<a@b.c> ENVID=a+",
+        b"MAIL FROM:<a@b.c> ENVID=",
+        b"MAIL FROM:<a@b.c> AUTH=<>",
+        b"MAIL FROM:<a@b.c> AUTH=a+2Bb@c.d",
+        b"MAIL FROM:<a@b.c> -X=1",
+        b"MAIL FROM:<a@b.c> X==1",
+        b"MAIL FROM:<a@b.c> X=\xc3\xa9",
+        b"MAIL FROM:<a@b.c> X=a=b",
+        b"MAIL FROM:<a.b@c.d>",
+        b"MAIL FROM:<.a@c.d>",
+        b"MAIL FROM:<a.@c.d>",
+        b"MAIL FROM:<a..b@c.d>",
+        b"MAIL FROM:<@a.org:b@c.d>",
+        b"MAIL FROM:<\"a b\"@c.d>",
+        b"MAIL FROM:<\"ab\"@c.d>",
+        b"MAIL FROM:<a@[192.0.2.1]>",
+        b"MAIL FROM:<a@b.c",
+        b"MAIL FROM:a@b.c",
+        b"MAIL FROM:<a>",
+        b"MAIL FROM:<a@>",
+        b"MAIL FROM:<@b.c>",
+        b"MAIL FROM:<a@b.c.>",
+        b"MAIL FROM:<\xc3\xa9@b.c>",
+        b"MAIL FROM:<a@b.c> SIZE=1\xc3\xa9",
+        b"MAIL FROMX:<a@b.c>",
+        b"MAIL TO:<a@b.c>",
+        long_local.as_bytes(),
+        too_long_local.as_bytes(),
+        b"RCPT TO:<first.recipient@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first.recipient@example.net",
+        b"RCPT TO:<second@example.com>",
+        b"RCPT TO:<user@sub.example.co.uk> NOTIFY=NEVER",
+        b"rcpt to:<a@b.c> notify=delay orcpt=RFC822;a;b x=1",
+        b"RCPT TO:<Postmaster>",
+        b"RCPT TO:<postmaster> NOTIFY=NEVER",
+        b"RCPT TO:<Postmaster@b.c>",
+        b"RCPT TO:<>",
+        b"RCPT TO:<a@b.c> NOTIFY=NEVER,SUCCESS",
+        b"RCPT TO:<a@b.c> NOTIFY=SUCCESS,SUCCESS",
+        b"RCPT TO:<a@b.c> NOTIFY=SOMETIMES",
+        b"RCPT TO:<a@b.c> NOTIFY",
+        b"RCPT TO:<a@b.c> NOTIFY=NEVER NOTIFY=NEVER",
+        b"RCPT TO:<a@b.c> ORCPT=rfc822",
+        b"RCPT TO:<a@b.c> ORCPT=;a@b",
+        b"RCPT TO:<a@b.c> ORCPT=rfc822;",
+        b"RCPT TO:<a@b.c> ORCPT=-x;a@b",
+        b"RCPT TO:<a@b.c> ORCPT=r_x;a@b",
+        b"RCPT TO:<a@b.c> ORCPT=rfc822;a+2Bb",
+        b"RCPT TO:<a@b.c> ORCPT=rfc822;a+0Db",
+        b"RCPT TO:<a@b.c> ORCPT=rfc822;a ORCPT=rfc822;b",
+        b"RCPT TO:<a@b.c> SIZE=1 SIZE=2",
+        b"RCPT TO:<a@b.c> SIZE=1 size",
+        orcpt_type65.as_bytes(),
+        kw65.as_bytes(),
+        label63.as_bytes(),
+        label64.as_bytes(),
+        long_mailbox.as_bytes(),
+    ];
+    for line in lines {
+        assert_fast_agrees(line);
+    }
+}
+
+proptest! {
+    #[test]
+    fn command_fast_paths_agree_on_generated_lines(
+        line in "(MAIL FROM|RCPT TO|mail from|EHLO|HELO)(:|: |:  | )?<?[a-z.\"@+-]{0,6}(@[a-z0-9.\\[\\]-]{0,8})?>?( (SIZE|BODY|RET|ENVID|AUTH|NOTIFY|ORCPT|SMTPUTF8|X|-Y)(=[A-Za-z0-9,;+=<>@ -]{0,10})?){0,3}"
+    ) {
+        let opts = CommandOptions::default();
+        prop_assert_eq!(
+            Command::parse_with(line.as_bytes(), &opts),
+            Command::parse_general(line.as_bytes(), &opts)
+        );
+    }
+}
