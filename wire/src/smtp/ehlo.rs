@@ -1,5 +1,6 @@
 //! Typed EHLO capabilities (RFC 5321 §4.1.1.1 and the extension RFCs).
 
+use super::params::parse_u64;
 use super::reply::{Reply, ReplyCode, ReplyError, find_byte};
 use crate::types::{EsmtpKeyword, SaslMechanism};
 
@@ -79,9 +80,9 @@ impl Capabilities {
         if reply.code() != ReplyCode::OK {
             return Err(EhloError::NotAccepted(reply.code()));
         }
-        let mut lines = reply.lines();
-        let first = lines.next().unwrap_or_default();
-        let (domain, greeting) = split_space(first);
+        // One scan per line finds both the keyword's end and the line's end, instead of
+        // splitting into lines and then each line at its first space.
+        let (_, domain, greeting, mut rest) = next_line(reply.text());
         if domain.is_empty() {
             return Err(EhloError::MissingDomain);
         }
@@ -90,8 +91,10 @@ impl Capabilities {
             greeting: greeting.to_owned(),
             ..Capabilities::default()
         };
-        for line in lines {
-            caps.add_line(line)?;
+        while let Some(r) = rest {
+            let (line, kw, params, next) = next_line(r);
+            caps.add_line(line, kw, params)?;
+            rest = next;
         }
         Ok(caps)
     }
@@ -111,8 +114,8 @@ impl Capabilities {
         }
     }
 
-    fn add_line(&mut self, line: &str) -> Result<(), EhloError> {
-        let (kw, params) = split_space(line);
+    /// One line after the first, already split at its first space into `kw` and `params`.
+    fn add_line(&mut self, line: &str, kw: &str, params: &str) -> Result<(), EhloError> {
         if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
             // The pre-standard form some servers still send next to `AUTH`.
             self.add_auth(&line[5..]);
@@ -134,10 +137,8 @@ impl Capabilities {
             b"SIZE" => {
                 let n = match params {
                     "" => 0,
-                    p if p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                        p.parse().map_err(|_| EhloError::InvalidSize)?
-                    }
-                    _ => return Err(EhloError::InvalidSize),
+                    // Up to 20 digits that fit in 64 bits, as before with `str::parse`.
+                    p => parse_u64(p).ok_or(EhloError::InvalidSize)?,
                 };
                 self.size = Some(n);
                 return Ok(());
@@ -251,6 +252,34 @@ const EHLO_KEYWORDS: &[&[u8]] = &[
     b"SIZE",
     b"AUTH",
 ];
+
+/// Splits the first line off `text` in one scan: the line, its keyword (up to the first
+/// space), its parameters (after that space, or empty) and the text after the line's `\n`
+/// (`None` for the last line). The same split as [`split_space`] on the line.
+fn next_line(text: &str) -> (&str, &str, &str, Option<&str>) {
+    let b = text.as_bytes();
+    // One comparison per byte finds the first space or control byte; a TAB or other control
+    // (allowed in reply text) only resumes the scan.
+    let mut i = 0;
+    while let Some(n) = b[i..].iter().position(|&c| c <= b' ') {
+        i += n;
+        if matches!(b[i], b' ' | b'\n') {
+            break;
+        }
+        i += 1;
+    }
+    if !matches!(b.get(i), Some(b' ' | b'\n')) {
+        i = b.len();
+    }
+    let kw_end = i;
+    if i < b.len() && b[i] == b' ' {
+        i += find_byte(&b[i..], b'\n').unwrap_or(b.len() - i);
+    }
+    // ' ' and '\n' are ASCII, so every cut is a character boundary.
+    let params = if kw_end < i { &text[kw_end + 1..i] } else { "" };
+    let rest = (i < b.len()).then(|| &text[i + 1..]);
+    (&text[..i], &text[..kw_end], params, rest)
+}
 
 /// Splits at the first space: `("AUTH", "PLAIN LOGIN")`, or the whole and `""`.
 fn split_space(s: &str) -> (&str, &str) {
