@@ -2,21 +2,23 @@
 //! the policy decisions, connection limits, STARTTLS and graceful shutdown.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use mailferry_sasl::Authenticated;
 use mailferry_wire::net::MaybeTls;
 use mailferry_wire::smtp::{MailParams, RcptParams, Reply};
 use mailferry_wire::tls::ChannelSecurity;
 use mailferry_wire::types::{Domain, ForwardPath, ReversePath, SmtpText};
 use rustls::ServerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 pub use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -198,6 +200,7 @@ pub struct Server {
     counters: Arc<Counters>,
     tls_timeout: Duration,
     utc_offset_seconds: i32,
+    max_pending_output: usize,
 }
 
 impl std::fmt::Debug for Server {
@@ -234,6 +237,7 @@ impl Server {
             counters: Arc::default(),
             tls_timeout: Duration::from_secs(30),
             utc_offset_seconds: 0,
+            max_pending_output: DEFAULT_MAX_PENDING_OUTPUT,
         })
     }
 
@@ -246,6 +250,20 @@ impl Server {
     /// Bounds each STARTTLS handshake (default 30 s): a half-open handshake costs no more.
     pub fn with_tls_timeout(mut self, timeout: Duration) -> Server {
         self.tls_timeout = timeout;
+        self
+    }
+
+    /// Replies a connection holds that the client has not taken yet (beyond what the kernel's
+    /// socket buffer holds), in octets; default [`DEFAULT_MAX_PENDING_OUTPUT`]. At the cap the
+    /// connection stops reading, so a client that pipelines without reading its replies costs
+    /// bounded memory. Such a client is cut off once its replies have been stuck for
+    /// [`Options::command_timeout`]: it gets the replies already made, then
+    /// `421 4.4.2 <hostname> Error: timeout exceeded`, and the rest of its input is discarded.
+    /// A client that reads while it writes (RFC 2920 §3.1 asks clients not to deadlock) is never
+    /// cut off: reading and writing run concurrently.
+    pub fn with_max_pending_output(mut self, octets: usize) -> Server {
+        // Zero would stop reading for good after the first reply.
+        self.max_pending_output = octets.max(1);
         self
     }
 
@@ -315,6 +333,7 @@ impl Server {
                 token: self.token.clone(),
                 tls_timeout: self.tls_timeout,
                 utc_offset_seconds: self.utc_offset_seconds,
+                max_pending_output: self.max_pending_output,
             };
             let handler = Arc::clone(&handler);
             self.tracker.spawn(async move {
@@ -345,27 +364,292 @@ struct Conn {
     token: CancellationToken,
     tls_timeout: Duration,
     utc_offset_seconds: i32,
+    max_pending_output: usize,
 }
 
-/// Reads what is available. On a plaintext stream the buffer is allocated only once data is
-/// ready, so an idle connection holds no read buffer.
-async fn read_some(io: &mut MaybeTls<TcpStream>, buf: &mut BytesMut) -> io::Result<usize> {
-    match io {
-        MaybeTls::Plain(tcp) => loop {
-            tcp.readable().await?;
-            buf.reserve(16 * 1024);
-            match tcp.try_read_buf(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+/// The default of [`Server::with_max_pending_output`]: 64 KiB.
+pub const DEFAULT_MAX_PENDING_OUTPUT: usize = 64 * 1024;
+
+/// What one round of [`poll_io`] achieved.
+#[derive(Debug, Default)]
+struct Round {
+    /// Octets of pending output the socket accepted (or a flush completed).
+    wrote: bool,
+    /// Input read on a plaintext stream (allocated only once data was ready, so an idle
+    /// connection holds no read buffer).
+    input: Option<BytesMut>,
+    /// Input read on a TLS stream, in the connection's scratch buffer.
+    tls_input: usize,
+    /// The peer closed its side.
+    eof: bool,
+}
+
+impl Round {
+    fn progressed(&self) -> bool {
+        self.wrote || self.input.is_some() || self.tls_input > 0 || self.eof
+    }
+}
+
+/// The read size, and the size of a TLS connection's scratch buffer.
+const READ_SIZE: usize = 16 * 1024;
+
+/// One round of I/O on one stream: writes as much of `out` as the socket takes (then flushes)
+/// and, when `read` allows, reads once; both directions are polled in the same round, so a
+/// peer that writes before it reads never deadlocks against us. Ready once either made
+/// progress.
+fn poll_io(
+    stream: &mut MaybeTls<TcpStream>,
+    out: &mut BytesMut,
+    needs_flush: &mut bool,
+    scratch: &mut Vec<u8>,
+    read: bool,
+    cx: &mut TaskContext<'_>,
+) -> Poll<io::Result<Round>> {
+    let mut round = Round::default();
+    while !out.is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, &out[..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                out.advance(n);
+                *needs_flush = true;
+                round.wrote = true;
             }
-        },
-        tls => {
-            buf.reserve(16 * 1024);
-            tls.read_buf(buf).await
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => break,
+        }
+    }
+    if out.is_empty() && *needs_flush {
+        // A TLS stream may hold records the socket did not take yet.
+        match Pin::new(&mut *stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                *needs_flush = false;
+                round.wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+    }
+    if read {
+        match stream {
+            MaybeTls::Plain(tcp) => loop {
+                match tcp.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+                let mut buf = BytesMut::with_capacity(READ_SIZE);
+                match tcp.try_read_buf(&mut buf) {
+                    Ok(0) => round.eof = true,
+                    Ok(_) => round.input = Some(buf),
+                    // Spurious readiness: the next poll registers the waker again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                break;
+            },
+            tls => {
+                if scratch.is_empty() {
+                    scratch.resize(READ_SIZE, 0);
+                }
+                let mut buf = ReadBuf::new(scratch);
+                match Pin::new(tls).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        round.eof = n == 0;
+                        round.tls_input = n;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+        }
+    }
+    if round.progressed() {
+        Poll::Ready(Ok(round))
+    } else {
+        Poll::Pending
+    }
+}
+
+/// The connection's single timer, re-armed lazily: one armed for the same or an earlier
+/// instant is kept (when it fires early, nothing is due and the next round re-arms), because
+/// the session's deadline moves with every command and re-registering a tokio timer each time
+/// costs a driver wake-up.
+struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Arms for `due`; false when there is nothing to wait for.
+    fn arm(&mut self, due: Option<Instant>) -> bool {
+        let Some(due) = due else {
+            return false;
+        };
+        match self.armed {
+            Some(armed) if armed <= due => {}
+            _ => {
+                self.sleep.as_mut().reset(due.into());
+                self.armed = Some(due);
+            }
+        }
+        true
+    }
+
+    async fn fired(&mut self, armed: bool) {
+        if !armed {
+            return std::future::pending().await;
+        }
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The socket half of a connection: the stream, its pending output and the write clock.
+struct Wire {
+    /// `None` only while the stream is being upgraded to TLS.
+    stream: Option<MaybeTls<TcpStream>>,
+    /// Replies not yet taken by the socket.
+    out: BytesMut,
+    needs_flush: bool,
+    /// TLS read buffer (allocated on the first TLS read).
+    scratch: Vec<u8>,
+    /// When `out` last became non-empty or last drained a little: a client must take our
+    /// replies within the command timeout.
+    write_clock: Instant,
+    /// A read or write failed: nothing more can be sent.
+    broken: bool,
+}
+
+impl Wire {
+    /// Appends the session's replies (tracing them when the transcript is on).
+    fn take_output(
+        &mut self,
+        session: &mut Session,
+        trace: Option<(&mut transcript::Redactor, SocketAddr)>,
+    ) {
+        let before = self.out.len();
+        session.poll_transmit(&mut self.out);
+        if self.out.len() == before {
+            return;
+        }
+        if before == 0 {
+            self.write_clock = Instant::now();
+        }
+        if let Some((redactor, peer)) = trace {
+            let new = &self.out[before..];
+            redactor.server_output(new);
+            for line in new.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let line = line.strip_suffix(b"\r").unwrap_or(line).escape_ascii();
+                tracing::trace!(target: TRANSCRIPT, %peer, "S: {line}");
+            }
+        }
+    }
+
+    /// When pending output has been stuck for `limit`.
+    fn stall_deadline(&self, limit: Duration) -> Option<Instant> {
+        (!self.out.is_empty()).then(|| self.write_clock + limit)
+    }
+
+    /// Writes all pending output (a STARTTLS `220`) within `limit`, without reading.
+    async fn flush_all(&mut self, limit: Duration) -> io::Result<()> {
+        let stream = self.stream.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+        tokio::time::timeout(limit, async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        self.out.clear();
+        self.needs_flush = false;
+        Ok(())
+    }
+
+    /// After the session ended: delivers the last replies while discarding input (a client
+    /// still writing a long pipeline reads nothing until it is done, and closing under unread
+    /// input would reset the connection and destroy the final reply), then closes the write
+    /// side. When input had to be discarded, waits for the client's EOF before dropping the
+    /// socket, for the same reason. Everything within `limit`; after the close, at most
+    /// [`LINGER_IDLE`] without input.
+    async fn close(&mut self, limit: Duration) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        if self.broken {
+            return;
+        }
+        let hard = tokio::time::Instant::now() + limit;
+        let mut discarded = false;
+        let mut eof = false;
+        while !self.out.is_empty() || self.needs_flush {
+            let round = tokio::time::timeout_at(
+                hard,
+                poll_fn(|cx| {
+                    poll_io(
+                        stream,
+                        &mut self.out,
+                        &mut self.needs_flush,
+                        &mut self.scratch,
+                        !eof,
+                        cx,
+                    )
+                }),
+            )
+            .await;
+            match round {
+                Ok(Ok(r)) => {
+                    discarded |= r.input.is_some() || r.tls_input > 0;
+                    eof |= r.eof;
+                }
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        let _ = tokio::time::timeout_at(hard, stream.shutdown()).await;
+        if !discarded || eof {
+            return;
+        }
+        self.out.clear();
+        while !eof {
+            let idle = (tokio::time::Instant::now() + LINGER_IDLE).min(hard);
+            let round = tokio::time::timeout_at(
+                idle,
+                poll_fn(|cx| {
+                    poll_io(
+                        stream,
+                        &mut self.out,
+                        &mut self.needs_flush,
+                        &mut self.scratch,
+                        true,
+                        cx,
+                    )
+                }),
+            )
+            .await;
+            match round {
+                Ok(Ok(r)) => eof = r.eof,
+                Ok(Err(_)) | Err(_) => return,
+            }
         }
     }
 }
+
+/// How long a closed connection that was still receiving input waits for more of it (and the
+/// client's EOF) before dropping the socket.
+const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 impl Conn {
     async fn run<H: Handler>(
@@ -391,10 +675,19 @@ impl Conn {
             info.clone(),
             Instant::now(),
         );
-        let mut io = Some(MaybeTls::Plain(stream));
+        let mut wire = Wire {
+            stream: Some(MaybeTls::Plain(stream)),
+            out: BytesMut::new(),
+            needs_flush: false,
+            scratch: Vec::new(),
+            write_clock: Instant::now(),
+            broken: false,
+        };
+        let mut timer = Timer::new();
         let mut state = H::Conn::default();
-        let mut out = BytesMut::new();
         let mut shutting_down = false;
+        // The shell ended the session itself (replies not taken): its close is a timeout.
+        let mut stalled = false;
         let mut redactor = transcript::Redactor::default();
         let tracing_on = tracing::enabled!(target: TRANSCRIPT, tracing::Level::TRACE);
         let write_timeout = self.options.command_timeout;
@@ -456,40 +749,29 @@ impl Conn {
                         }
                         tls_pending = true;
                     }
-                    Event::Closed(reason) => handler.closed(&mut state, &reason),
-                }
-            }
-            session.poll_transmit(&mut out);
-            let Some(stream) = io.as_mut() else {
-                return Ok(());
-            };
-            if !out.is_empty() {
-                if tracing_on {
-                    redactor.server_output(&out);
-                    for line in out[..].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                        let line = line.strip_suffix(b"\r").unwrap_or(line).escape_ascii();
-                        tracing::trace!(target: TRANSCRIPT, %peer, "S: {line}");
+                    Event::Closed(reason) => {
+                        let reason = if stalled {
+                            CloseReason::Timeout
+                        } else {
+                            reason
+                        };
+                        handler.closed(&mut state, &reason);
                     }
                 }
-                tokio::time::timeout(write_timeout, stream.write_all(&out))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
-                out.clear();
-                if out.capacity() > 64 * 1024 {
-                    out = BytesMut::new();
-                }
             }
+            wire.take_output(&mut session, tracing_on.then_some((&mut redactor, peer)));
             if session.is_closed() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                wire.close(write_timeout).await;
                 return Ok(());
             }
             if tls_pending {
-                let (Some(config), Some(plain)) = (self.tls.clone(), io.take()) else {
+                wire.flush_all(write_timeout).await?;
+                let (Some(config), Some(plain)) = (self.tls.clone(), wire.stream.take()) else {
                     return Ok(());
                 };
                 match plain.upgrade_server(config, self.tls_timeout).await {
                     Ok(tls) => {
-                        io = Some(tls);
+                        wire.stream = Some(tls);
                         let _ = session
                             .handle_tls_established(ChannelSecurity::TlsUnverified, Instant::now());
                     }
@@ -506,40 +788,73 @@ impl Conn {
                 }
                 continue;
             }
-            let Some(stream) = io.as_mut() else {
+            // Read only while the session takes input and the replies the client has not taken
+            // stay under the cap: a client that pipelines without reading is held at bounded
+            // memory instead of growing `out` without limit.
+            let read = session.wants_input() && wire.out.len() < self.max_pending_output;
+            let armed = timer.arm(earliest(
+                session.poll_timeout(),
+                wire.stall_deadline(write_timeout),
+            ));
+            let Some(stream) = wire.stream.as_mut() else {
                 return Ok(());
             };
-            let deadline = session.poll_timeout();
-            let wants = session.wants_input();
-            let mut buf = BytesMut::new();
             tokio::select! {
-                r = read_some(stream, &mut buf), if wants => {
-                    match r {
-                        Ok(0) | Err(_) => session.handle_eof(),
-                        Ok(_) => {
+                r = poll_fn(|cx| {
+                    poll_io(stream, &mut wire.out, &mut wire.needs_flush, &mut wire.scratch, read, cx)
+                }) => match r {
+                    Ok(round) => {
+                        if round.wrote {
+                            wire.write_clock = Instant::now();
+                        }
+                        let input = match &round.input {
+                            Some(buf) => &buf[..],
+                            None => &wire.scratch[..round.tls_input],
+                        };
+                        if !input.is_empty() {
                             if tracing_on {
-                                for line in redactor.client_lines(&buf) {
+                                for line in redactor.client_lines(input) {
                                     tracing::trace!(target: TRANSCRIPT, %peer, "C: {line}");
                                 }
                             }
-                            session.handle_input(&buf, Instant::now());
+                            session.handle_input(input, Instant::now());
+                        }
+                        if round.eof {
+                            session.handle_eof();
                         }
                     }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection failed");
+                        wire.broken = true;
+                        session.handle_eof();
+                    }
+                },
+                () = timer.fired(armed) => {
+                    let now = Instant::now();
+                    if wire.stall_deadline(write_timeout).is_some_and(|d| now >= d) {
+                        // The client has taken none of our replies for the command timeout:
+                        // end the session the way the core ends a silent one.
+                        stalled = true;
+                        let code = if self.options.enhanced_status_codes { "4.4.2 " } else { "" };
+                        let text = format!(
+                            "421 {code}{} Error: timeout exceeded\r\n",
+                            self.options.hostname
+                        );
+                        if tracing_on {
+                            tracing::trace!(target: TRANSCRIPT, %peer, "S: {}", text.trim_end());
+                        }
+                        wire.out.extend_from_slice(text.as_bytes());
+                        session.handle_eof();
+                    } else {
+                        session.handle_timeout(now);
+                    }
                 }
-                () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
                 () = self.token.cancelled(), if !shutting_down => {
                     shutting_down = true;
                     session.shutdown();
                 }
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -13,6 +13,7 @@ const STEP: Duration = Duration::from_secs(10);
 #[derive(Default)]
 struct Collect {
     messages: Mutex<Vec<Vec<u8>>>,
+    closed: Mutex<Vec<CloseReason>>,
 }
 
 #[derive(Default)]
@@ -30,13 +31,16 @@ impl Handler for Arc<Collect> {
             .push(std::mem::take(&mut conn.0));
         None
     }
+    fn closed(&self, _: &mut Msg, reason: &CloseReason) {
+        self.closed.lock().unwrap().push(reason.clone());
+    }
 }
 
 struct Client<S> {
     io: BufReader<S>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+impl<S: AsyncRead + Unpin> Client<S> {
     /// Reads one complete reply.
     async fn reply(&mut self) -> String {
         let mut all = String::new();
@@ -52,7 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             }
         }
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     async fn cmd(&mut self, line: &str) -> String {
         self.io.get_mut().write_all(line.as_bytes()).await.unwrap();
         self.reply().await
@@ -282,6 +288,143 @@ async fn half_open_tls_handshake_is_bounded() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 0);
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A client socket with small kernel buffers, so a few hundred KiB fill the path.
+async fn connect_small(addr: SocketAddr) -> Client<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    sock.set_send_buffer_size(16 * 1024).unwrap();
+    let s = tokio::time::timeout(STEP, sock.connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    Client {
+        io: BufReader::new(s),
+    }
+}
+
+const NOOP: &[u8] = b"NOOP\r\n";
+const OK: &str = "250 2.0.0 Ok\r\n";
+
+#[tokio::test]
+async fn pipelined_flood_read_concurrently_completes() {
+    let (addr, token, handle, sink) = start(options(), None).await;
+    let mut c = connect_small(addr).await;
+    c.reply().await;
+    assert!(
+        c.cmd("EHLO client.test\r\n")
+            .await
+            .contains("250-PIPELINING\r\n")
+    );
+    // 2 MiB of NOOPs (about 4.7 MiB of replies) written by one task while this one reads.
+    let lines = 2 * 1024 * 1024 / NOOP.len();
+    let (read_half, mut write_half) = tokio::io::split(c.io.into_inner());
+    let writer = tokio::spawn(async move {
+        let chunk = NOOP.repeat(1024);
+        for _ in 0..lines / 1024 {
+            write_half.write_all(&chunk).await.unwrap();
+        }
+        write_half.write_all(b"QUIT\r\n").await.unwrap();
+        write_half
+    });
+    let mut c = Client {
+        io: BufReader::new(read_half),
+    };
+    for i in 0..lines / 1024 * 1024 {
+        let r = c.reply().await;
+        assert_eq!(r, OK, "reply {i}");
+    }
+    assert_eq!(
+        c.reply().await,
+        "221 2.0.0 mx.test Service closing transmission channel\r\n"
+    );
+    assert_eq!(c.reply().await, "", "EOF after QUIT");
+    tokio::time::timeout(STEP, writer).await.unwrap().unwrap();
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(*sink.closed.lock().unwrap(), [CloseReason::Quit]);
+}
+
+/// RFC 2920 lets a client send a whole group before reading, but one that writes far more than
+/// the socket buffers hold and never reads cannot be served in bounded memory. The design: the
+/// server reads while writing until [`DEFAULT_MAX_PENDING_OUTPUT`] of replies are stuck, then
+/// stops reading; after `command_timeout` without the client taking a reply it ends the session
+/// with the core's timeout reply, discards the rest of the input so the client can finish
+/// writing, and delivers every reply made, in order, then the 421, then EOF.
+#[tokio::test]
+async fn client_that_never_reads_is_cut_off_with_421_and_gets_every_reply() {
+    let mut o = options();
+    o.command_timeout = Duration::from_millis(500);
+    let (addr, token, handle, sink) = start(o, None).await;
+    let mut c = connect_small(addr).await;
+    c.reply().await;
+    assert!(
+        c.cmd("EHLO client.test\r\n")
+            .await
+            .contains("250-PIPELINING\r\n")
+    );
+    let started = std::time::Instant::now();
+    let chunk = NOOP.repeat(1024);
+    let s = c.io.get_mut();
+    // Write until the path is full: no progress for 200 ms means the server stopped reading
+    // (bounded at 64 MiB, so a server that buffered without limit fails the test).
+    let (mut sent, mut off) = (0usize, 0usize);
+    loop {
+        assert!(sent < 64 << 20, "the server never pushed back");
+        match tokio::time::timeout(Duration::from_millis(200), s.write(&chunk[off..])).await {
+            Ok(Ok(n)) => {
+                assert!(n > 0);
+                sent += n;
+                off = (off + n) % chunk.len();
+            }
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break,
+        }
+    }
+    // The server cuts the session after its command timeout and discards input, so the rest
+    // of this chunk and 1 MiB more go through.
+    tokio::time::timeout(STEP, async {
+        s.write_all(&chunk[off..]).await.unwrap();
+        for _ in 0..(1 << 20) / chunk.len() {
+            s.write_all(&chunk).await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    sent += chunk.len() - off + (1 << 20) / chunk.len() * chunk.len();
+    let mut oks = 0;
+    let last = loop {
+        let r = c.reply().await;
+        if r != OK {
+            break r;
+        }
+        oks += 1;
+    };
+    assert_eq!(last, "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+    assert_eq!(c.reply().await, "", "EOF after the 421");
+    assert!(
+        oks > 0 && oks < sent / NOOP.len(),
+        "{oks} replies, {sent} octets sent"
+    );
+    assert!(started.elapsed() < 3 * STEP);
+    tokio::time::timeout(STEP, async {
+        while !sink.closed.lock().unwrap().contains(&CloseReason::Timeout) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
     token.cancel();
     tokio::time::timeout(STEP, handle)
         .await
