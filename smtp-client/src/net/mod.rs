@@ -156,6 +156,12 @@ pub enum Error {
     /// abandoned by closing the connection.
     #[error("reading the message body: {0}")]
     BodySource(io::Error),
+    /// A [`send`](SmtpClient::send) or [`send_bytes`](SmtpClient::send_bytes) future was
+    /// dropped before it finished (a timeout around it, a `select!`), so the server may hold
+    /// half a transaction or half a body. Nothing was sent for this call; drop the client and
+    /// connect again.
+    #[error("a previous send was cancelled; the connection is unusable")]
+    Interrupted,
 }
 
 /// A result with this crate's [`Error`].
@@ -168,9 +174,14 @@ fn now() -> std::time::Instant {
 /// An SMTP client connection: connect, then [`send`](Self::send) messages, then
 /// [`quit`](Self::quit).
 ///
-/// Every method is driven to completion by its own future; dropping a future half-way leaves
-/// the connection in an unknown state, so drop the client too (the methods are not
-/// cancel-safe, the buffers are fields so nothing is lost by being polled piecemeal).
+/// # Cancel safety
+///
+/// [`send`](Self::send) and [`send_bytes`](Self::send_bytes) are **not** cancel-safe: a
+/// transaction is a conversation, and dropping the future half-way leaves the server inside it
+/// (after MAIL, or in the middle of a body). The client notices: every later call returns
+/// [`Error::Interrupted`] and sends nothing, rather than start a new transaction on top of
+/// the broken one. [`connect`](Self::connect) and [`quit`](Self::quit) own the connection
+/// they work on, so dropping them drops (closes) it and leaves nothing to reuse.
 #[derive(Debug)]
 pub struct SmtpClient {
     /// `None` only while the stream is being upgraded to TLS.
@@ -183,33 +194,73 @@ pub struct SmtpClient {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The deadline `timer` is armed for; `None` once it fired (or before first use).
     armed: Option<tokio::time::Instant>,
+    /// A send is running, or one was dropped before it finished (then the connection is in
+    /// an unknown state: see [`Error::Interrupted`]).
+    in_send: bool,
+}
+
+/// How [`SmtpClient::open`] ended when it did not fail outright.
+enum Opened {
+    /// Boxed: a client (core state included) is large, the other variant small.
+    Ready(Box<SmtpClient>),
+    /// [`TlsMode::StartTlsWanted`] only: the server accepted STARTTLS but the handshake failed
+    /// (or stalled past its deadline). That connection is dropped: its stream is in no known
+    /// state.
+    HandshakeFailed(NetError),
+}
+
+/// Opens a connection as the TLS mode says. In [`TlsMode::StartTlsWanted`] a failed STARTTLS
+/// handshake closes that connection and a new plaintext one is opened, on which STARTTLS is not
+/// attempted again (SECURITY.md); the negotiator plans with that connection's channel, so
+/// password mechanisms stay withheld unless the policy allows insecure authentication. Only
+/// the handshake is retried this way: a connect timeout or refusal, a refused or missing
+/// STARTTLS (handled inside per the mode) or data after the `220` are not.
+///
+/// `tls_failed` is sticky across the reconnections of one login (AUTH reconnects): once the
+/// handshake has failed, later connections go straight to plaintext instead of failing the
+/// same way again.
+async fn open_session(config: &Config, tls_failed: &mut bool) -> Result<SmtpClient> {
+    if !*tls_failed {
+        match SmtpClient::open(config, false).await? {
+            Opened::Ready(c) => return Ok(*c),
+            Opened::HandshakeFailed(e) => {
+                tracing::warn!(
+                    "STARTTLS handshake with {} failed ({e}); retrying on a new plaintext \
+                     connection (StartTlsWanted), password mechanisms withheld unless insecure \
+                     auth is allowed",
+                    config.host
+                );
+                *tls_failed = true;
+            }
+        }
+    }
+    match SmtpClient::open(config, true).await? {
+        Opened::Ready(c) => Ok(*c),
+        // No handshake is attempted when STARTTLS is skipped; kept for completeness.
+        Opened::HandshakeFailed(e) => Err(e.into()),
+    }
 }
 
 impl SmtpClient {
     /// Connects, reads the greeting, says EHLO, upgrades with STARTTLS per the TLS mode and
-    /// authenticates when credentials are configured (reconnecting when the negotiator asks).
+    /// authenticates when credentials are configured (reconnecting when the negotiator asks,
+    /// with the same TLS policy).
+    ///
+    /// In [`TlsMode::StartTlsWanted`] a failed handshake is retried once on a new plaintext
+    /// connection (logged at warn level), and every later reconnection of this login stays on
+    /// plaintext; a connect failure is never retried.
+    ///
+    /// Cancel-safe in the sense that dropping the future closes whatever connection it opened.
     pub async fn connect(config: &Config) -> Result<SmtpClient> {
-        let mut client = match SmtpClient::open(config, false).await {
-            // WANTED: a failed handshake closes that connection; the plaintext retry is a new
-            // connection, and the negotiator withholds password mechanisms on it.
-            Err(Error::Net(e @ (NetError::Tls(_) | NetError::Timeout { .. })))
-                if config.tls_mode == TlsMode::StartTlsWanted =>
-            {
-                tracing::warn!(
-                    "STARTTLS handshake with {} failed ({e}); retrying without TLS",
-                    config.host
-                );
-                SmtpClient::open(config, true).await?
-            }
-            other => other?,
-        };
+        let mut tls_failed = false;
+        let mut client = open_session(config, &mut tls_failed).await?;
         if let Some(creds) = &config.credentials {
-            client = client.authenticate(config, creds).await?;
+            client = client.authenticate(config, creds, &mut tls_failed).await?;
         }
         Ok(client)
     }
 
-    async fn open(config: &Config, skip_starttls: bool) -> Result<SmtpClient> {
+    async fn open(config: &Config, skip_starttls: bool) -> Result<Opened> {
         let o = &config.options;
         let tls_config = || {
             config
@@ -239,6 +290,7 @@ impl SmtpClient {
             eof: false,
             timer: None,
             armed: None,
+            in_send: false,
         };
         match c.next_event().await? {
             Event::Greeting(_) => {}
@@ -273,10 +325,20 @@ impl SmtpClient {
                         c.flush().await?;
                         let tls = tls_config()?;
                         let io = c.io.take().ok_or(Error::Internal("stream missing"))?;
-                        c.io = Some(
-                            io.upgrade_client(server_name, tls, o.tls_handshake_timeout)
-                                .await?,
-                        );
+                        match io
+                            .upgrade_client(server_name, tls, o.tls_handshake_timeout)
+                            .await
+                        {
+                            Ok(io) => c.io = Some(io),
+                            // Only the handshake itself is retried in plaintext (by the
+                            // caller, on a new connection); REQUIRED fails here.
+                            Err(e @ (NetError::Tls(_) | NetError::Timeout { .. }))
+                                if config.tls_mode == TlsMode::StartTlsWanted =>
+                            {
+                                return Ok(Opened::HandshakeFailed(e));
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                         c.core.handle_tls_established(config.tls_security, now())?;
                         c.ehlo(&config.ehlo_name, false, true).await?;
                     }
@@ -293,7 +355,7 @@ impl SmtpClient {
                 }
             }
         }
-        Ok(c)
+        Ok(Opened::Ready(Box::new(c)))
     }
 
     async fn ehlo(&mut self, name: &Domain, fallback: bool, required: bool) -> Result<()> {
@@ -317,7 +379,12 @@ impl SmtpClient {
         }
     }
 
-    async fn authenticate(mut self, config: &Config, creds: &Credentials) -> Result<SmtpClient> {
+    async fn authenticate(
+        mut self,
+        config: &Config,
+        creds: &Credentials,
+        tls_failed: &mut bool,
+    ) -> Result<SmtpClient> {
         let offer = |c: &SmtpClient| {
             let names = c
                 .core
@@ -374,7 +441,8 @@ impl SmtpClient {
                 Decision::NextSameConnection(_) if !self.core.is_closed() => {}
                 Decision::NextSameConnection(_) | Decision::NextAfterReconnect(_) => {
                     self.quit_quietly().await;
-                    self = SmtpClient::open(config, false).await?;
+                    // The same TLS policy as the first connection, sticky failure included.
+                    self = open_session(config, tls_failed).await?;
                     negotiator
                         .reconnected(&offer(&self), self.core.channel())
                         .map_err(|_| Error::Config("stale capability list"))?;
@@ -425,7 +493,31 @@ impl SmtpClient {
     /// 1,000 octets) aborts the transaction by closing the connection, so no truncated message
     /// is ever accepted; use [`send_bytes`](Self::send_bytes) to have it checked before
     /// anything is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Interrupted`] (nothing sent) when an earlier send was dropped half-way.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: dropping this future before it completes leaves the connection
+    /// unusable, and later calls return [`Error::Interrupted`].
     pub async fn send<R: AsyncRead + Unpin>(
+        &mut self,
+        envelope: &Envelope,
+        body: R,
+    ) -> Result<DeliveryReport> {
+        if self.in_send {
+            return Err(Error::Interrupted);
+        }
+        self.in_send = true;
+        let result = self.send_inner(envelope, body).await;
+        // Reached only when the future ran to completion; a dropped send leaves the flag set.
+        self.in_send = false;
+        result
+    }
+
+    async fn send_inner<R: AsyncRead + Unpin>(
         &mut self,
         envelope: &Envelope,
         mut body: R,
@@ -462,7 +554,14 @@ impl SmtpClient {
     /// set when the body has 8-bit octets (or [`UsageError::EightBitNotSupported`] when the
     /// server lacks 8BITMIME), and a line over the limit is [`UsageError::Body`], all before
     /// anything is sent.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe, as [`send`](Self::send) (which it calls).
     pub async fn send_bytes(&mut self, envelope: &Envelope, body: &[u8]) -> Result<DeliveryReport> {
+        if self.in_send {
+            return Err(Error::Interrupted);
+        }
         let mut envelope = envelope.clone();
         let binary = envelope.params.body == Some(Body::BinaryMime);
         if !binary {
@@ -485,7 +584,20 @@ impl SmtpClient {
     }
 
     /// Sends QUIT, waits (bounded by the command timeout) for the reply and closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Interrupted`] when an earlier send was dropped half-way: the connection is
+    /// closed without QUIT (the server may be inside a body, where `QUIT` would be data).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it owns the client, so dropping the future closes the connection.
     pub async fn quit(mut self) -> Result<()> {
+        if self.in_send {
+            self.shutdown().await;
+            return Err(Error::Interrupted);
+        }
         self.core.quit(now())?;
         loop {
             match self.next_event().await {
@@ -533,7 +645,9 @@ impl SmtpClient {
         Ok(())
     }
 
-    /// The next event, driving I/O and the timer as needed.
+    /// The next event, driving I/O and the timer as needed. Cancel-safe: the buffers, the TLS
+    /// session and the timer are fields, and an event is only taken from the core when it is
+    /// returned.
     async fn next_event(&mut self) -> Result<Event> {
         loop {
             if let Some(e) = self.core.poll_event() {
@@ -585,6 +699,7 @@ impl SmtpClient {
             core,
             timer,
             armed,
+            ..
         } = self;
         let mut sleep = timer.as_mut().filter(|_| timed);
         let io = io.as_mut().ok_or(Error::Internal("stream missing"))?;
@@ -656,3 +771,6 @@ fn unexpected(e: Event) -> Error {
     tracing::debug!("unexpected event {e:?}");
     Error::Internal("unexpected event")
 }
+
+#[cfg(test)]
+mod tests;
