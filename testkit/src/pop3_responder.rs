@@ -10,6 +10,9 @@
 //! answered in order. Message files should use CRLF line endings; bodies are dot-stuffed on the
 //! way out and a missing final CRLF is added before the terminating `.`.
 //!
+//! [`Pop3Responder::set_uidl`] switches UIDL off, like servers without it (RFC 1939 lists it
+//! as optional): CAPA no longer lists it and the command gets `-ERR`.
+//!
 //! Faults ([`Fault`]) are queued with [`Pop3Responder::inject`] and each fires once, at the
 //! next matching point, so a test can say "drop the connection in the middle of the next RETR".
 
@@ -17,7 +20,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +60,7 @@ struct Shared {
     password: String,
     faults: Mutex<VecDeque<Fault>>,
     counters: Counters,
+    no_uidl: AtomicBool,
 }
 
 impl Shared {
@@ -144,6 +148,7 @@ impl Pop3Responder {
             password: password.to_owned(),
             faults: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
+            no_uidl: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
         let task = tokio::spawn(async move {
@@ -179,6 +184,12 @@ impl Pop3Responder {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .len()
+    }
+
+    /// Offers UIDL (the default) or hides it: with `false`, CAPA omits `UIDL` and the command
+    /// is answered `-ERR`, for clients' no-UIDL paths. Applies to commands read afterwards.
+    pub fn set_uidl(&self, enabled: bool) {
+        self.shared.no_uidl.store(!enabled, Ordering::Relaxed);
     }
 
     /// Sessions that logged in.
@@ -279,8 +290,14 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
         let args: Vec<&str> = words.collect();
         out.clear();
         match (cmd.as_str(), entries.as_mut()) {
+            ("CAPA", _) if shared.no_uidl.load(Ordering::Relaxed) => {
+                out.extend_from_slice(b"+OK\r\nUSER\r\nTOP\r\nPIPELINING\r\n.\r\n");
+            }
             ("CAPA", _) => {
                 out.extend_from_slice(b"+OK\r\nUSER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n.\r\n");
+            }
+            ("UIDL", Some(_)) if shared.no_uidl.load(Ordering::Relaxed) => {
+                out.extend_from_slice(b"-ERR unknown command\r\n");
             }
             ("QUIT", None) => {
                 w.write_all(b"+OK bye\r\n").await?;
@@ -458,6 +475,45 @@ mod tests {
         );
         assert_eq!(maildir_list(dir.path()).unwrap().len(), 1);
         assert_eq!(pop.deleted(), 1);
+    }
+
+    #[tokio::test]
+    async fn uidl_can_be_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        maildir_deliver(dir.path(), "1.a", b"Subject: one\r\n\r\nbody\r\n").unwrap();
+        let pop = Pop3Responder::start(dir.path(), "u", "p").await.unwrap();
+        pop.set_uidl(false);
+        let mut s = TcpStream::connect(pop.addr()).await.unwrap();
+        s.write_all(b"CAPA\r\nUSER u\r\nPASS p\r\nUIDL\r\nUIDL 1\r\nLIST\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "+OK mailferry test POP3 ready\r\n+OK\r\nUSER\r\nTOP\r\nPIPELINING\r\n.\r\n\
+             +OK\r\n+OK logged in\r\n-ERR unknown command\r\n-ERR unknown command\r\n\
+             +OK\r\n1 22\r\n.\r\n+OK bye\r\n"
+        );
+        // Switched back on, the next session sees it again.
+        pop.set_uidl(true);
+        let mut s = TcpStream::connect(pop.addr()).await.unwrap();
+        s.write_all(b"USER u\r\nPASS p\r\nUIDL\r\nQUIT\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8(got)
+                .unwrap()
+                .contains("+OK\r\n1 1.a\r\n.\r\n"),
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,13 @@
 //! The command line: `mailferry check-config`, `mailferry queue ...`, and the service commands.
 //!
-//! Exit codes: 0 success; 1 an invalid configuration or a failed command (unknown message,
-//! wrong status, database error); 2 a usage error or a command not available in this build.
+//! Exit codes (also in the README):
+//!
+//! | command | 0 | 1 | 2 |
+//! |---|---|---|---|
+//! | `check-config`, `queue ...` | success | invalid or unreadable configuration, or a failed command (unknown message, wrong status, database error) | usage error (clap) |
+//! | `poll-once` | every connector polled without error (deferred deliveries are not failures) | some connector failed, or the queue could not be opened | invalid configuration, or a usage error |
+//! | `run` | stopped by SIGTERM/SIGINT after finishing work in progress | could not start (spool, database, listener bind) or failed | invalid configuration, or a usage error |
+//! | `demo` | the loopback run added up | it did not, or could not run | usage error |
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

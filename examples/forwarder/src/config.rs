@@ -30,7 +30,7 @@ use mailferry_routing::{
     Address, CopyTo, Domain, EnvelopeHeader, RelayHost, ScanOptions, SendTo, SendToError,
 };
 use mailferry_sasl::{Mechanism, Secret};
-use mailferry_wire::tls::{Protocol, TlsMode};
+use mailferry_wire::tls::{Protocol, ServerTrust, TlsClientSettings, TlsMode};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -171,6 +171,8 @@ pub struct Pop3Input {
     pub auth: Vec<Mechanism>,
     /// Allow password-revealing mechanisms over an unencrypted connection.
     pub allow_insecure_auth: bool,
+    /// How the server's certificate is checked (`ca_file`, `danger_accept_invalid_certs`).
+    pub tls_trust: TlsClientSettings,
     /// Read messages with `TOP n 0`-style `TOP` instead of `RETR` (the seeds' "Use TOP").
     pub use_top: bool,
     /// Server copy policy.
@@ -204,6 +206,8 @@ pub struct SmtpOutput {
     pub auth: Vec<Mechanism>,
     /// Allow password-revealing mechanisms over an unencrypted connection.
     pub allow_insecure_auth: bool,
+    /// How the servers' certificates are checked (`ca_file`, `danger_accept_invalid_certs`).
+    pub tls_trust: TlsClientSettings,
     /// EHLO/HELO name.
     pub helo: String,
     /// MAIL FROM policy.
@@ -539,6 +543,9 @@ impl Config {
                 }
             );
             let _ = writeln!(w, "  secured by {}", describe_tls(p.tls));
+            if p.tls != TlsMode::Plaintext {
+                let _ = writeln!(w, "  {}", describe_trust(&p.tls_trust));
+            }
             let _ = writeln!(
                 w,
                 "  authenticated with {} (password {}){}",
@@ -703,6 +710,27 @@ fn describe_tls(tls: TlsMode) -> &'static str {
     }
 }
 
+/// How certificates are checked, in words (`check-config`).
+fn describe_trust(t: &TlsClientSettings) -> String {
+    match &t.trust {
+        ServerTrust::Roots {
+            system,
+            ca_file: Some(path),
+        } => format!(
+            "certificates verified (chain and host name) against {}the CA file {}",
+            if *system { "the system roots and " } else { "" },
+            path.display()
+        ),
+        ServerTrust::Roots { .. } => {
+            "certificates verified (chain and host name) against the system roots".to_owned()
+        }
+        ServerTrust::Pinned(fp) => format!("only the certificate with SHA-256 fingerprint {fp}"),
+        _ => "CERTIFICATES NOT VERIFIED (danger_accept_invalid_certs): anyone on the path can \
+              impersonate the server; password-revealing mechanisms need allow_insecure_auth here"
+            .to_owned(),
+    }
+}
+
 fn describe_smtp(w: &mut String, indent: &str, s: &SmtpOutput) {
     use std::fmt::Write as _;
     let hosts: Vec<String> = s
@@ -722,6 +750,9 @@ fn describe_smtp(w: &mut String, indent: &str, s: &SmtpOutput) {
         hosts.join(", then "),
         describe_tls(s.tls)
     );
+    if s.tls != TlsMode::Plaintext {
+        let _ = writeln!(w, "{indent}  {}", describe_trust(&s.tls_trust));
+    }
     match &s.credentials {
         Some(c) => {
             let _ = writeln!(
@@ -959,6 +990,8 @@ const SMTP_KEYS: &[&str] = &[
     "password_env",
     "auth",
     "allow_insecure_auth",
+    "ca_file",
+    "danger_accept_invalid_certs",
     "helo",
     "mail_from",
 ];
@@ -1559,6 +1592,23 @@ impl<'s> Checker<'s> {
         let allow_insecure_auth = layers
             .get("allow_insecure_auth")
             .map_or(Some(false), |f| self.bool_of(&f));
+        // Like the credentials, the two trust keys move as one group: a connector that sets
+        // either inherits neither (a connector's `danger_accept_invalid_certs = true` must not
+        // clash with a global `ca_file`, nor a connector's CA file be overridden globally).
+        const TRUST_KEYS: [&str; 2] = ["ca_file", "danger_accept_invalid_certs"];
+        let trust_table = match layers.own {
+            Some(own) if TRUST_KEYS.iter().any(|k| own.get(k).is_some()) => Some(own),
+            _ => layers.global,
+        };
+        let trust_key = |k: &str| {
+            trust_table.and_then(|t| {
+                t.get(k).map(|val| Found {
+                    val,
+                    field: t.field(k),
+                })
+            })
+        };
+        let tls_trust = self.tls_trust(trust_key(TRUST_KEYS[0]), trust_key(TRUST_KEYS[1]));
         let helo = match layers.get("helo") {
             Some(f) => {
                 let s = self.str_of(&f)?;
@@ -1600,6 +1650,7 @@ impl<'s> Checker<'s> {
             credentials: credentials?,
             auth: auth?,
             allow_insecure_auth: allow_insecure_auth?,
+            tls_trust: tls_trust?,
             helo: helo?,
             mail_from: mail_from?,
         })
@@ -1679,6 +1730,8 @@ impl<'s> Checker<'s> {
                         "password_env",
                         "auth",
                         "allow_insecure_auth",
+                        "ca_file",
+                        "danger_accept_invalid_certs",
                         "use_top",
                         "server_copy",
                         "poll_interval",
@@ -1800,6 +1853,7 @@ impl<'s> Checker<'s> {
         };
         let allow_insecure_auth =
             f("allow_insecure_auth").map_or(Some(false), |x| self.bool_of(&x));
+        let tls_trust = self.tls_trust(f("ca_file"), f("danger_accept_invalid_certs"));
         let use_top = f("use_top").map_or(Some(false), |x| self.bool_of(&x));
         let server_copy = match f("server_copy") {
             None => Some(ServerCopy::Keep),
@@ -1819,11 +1873,58 @@ impl<'s> Checker<'s> {
             credentials: credentials?,
             auth: auth?,
             allow_insecure_auth: allow_insecure_auth?,
+            tls_trust: tls_trust?,
             use_top: use_top?,
             server_copy: server_copy?,
             poll_interval: poll_interval?,
             envelope_header: envelope_header?,
         })
+    }
+
+    /// `ca_file` (extra trust anchors besides the system roots, read now so that a bad file is
+    /// reported at load) and `danger_accept_invalid_certs` (no verification at all). Both
+    /// together are refused: the operator would believe the CA file still protects them.
+    fn tls_trust(
+        &mut self,
+        ca_file: Option<Found<'_, '_>>,
+        danger: Option<Found<'_, '_>>,
+    ) -> Option<TlsClientSettings> {
+        let danger_on = match &danger {
+            Some(d) => self.bool_of(d)?,
+            None => false,
+        };
+        let ca = match &ca_file {
+            Some(f) => Some(self.path_of(f)?),
+            None => None,
+        };
+        match (ca, danger_on) {
+            (Some(_), true) => {
+                // Invariant: danger_on is only true when the key was present.
+                let d = danger.as_ref()?;
+                self.error(
+                    &d.val.span(),
+                    &d.field,
+                    "`danger_accept_invalid_certs = true` accepts any certificate, so `ca_file` \
+                     would be ignored: set only one of them",
+                );
+                None
+            }
+            (None, true) => Some(TlsClientSettings::dangerous_no_verification()),
+            (None, false) => Some(TlsClientSettings::system_roots()),
+            (Some(path), false) => {
+                let settings = TlsClientSettings::with_ca_file(path, true);
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                match settings.client_config(provider) {
+                    Ok(_) => Some(settings),
+                    Err(e) => {
+                        // Invariant: the path came from this key.
+                        let f = ca_file.as_ref()?;
+                        self.error(&f.val.span(), &f.field, format!("unusable CA file: {e}"));
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn server_copy(&mut self, f: &Found<'_, '_>) -> Option<ServerCopy> {

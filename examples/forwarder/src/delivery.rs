@@ -22,7 +22,7 @@ use mailferry_smtp_client::proto::{Envelope, RecipientStatus};
 use mailferry_smtp_client::{Config as SmtpConfig, SmtpClient};
 use mailferry_smtp_server::net::CancellationToken;
 use mailferry_wire::smtp::Body;
-use mailferry_wire::tls::{ChannelSecurity, TlsMode};
+use mailferry_wire::tls::{ChannelSecurity, TlsClientSettings, TlsMode};
 use mailferry_wire::types::{Domain, ForwardPath, ReversePath};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -38,12 +38,15 @@ pub const POOL_IDLE: Duration = Duration::from_secs(30);
 /// Idle connections kept per destination.
 pub const POOL_PER_DEST: usize = 4;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Dest {
     host: String,
     port: u16,
     user: Option<String>,
     helo: String,
+    /// A connection verified against one trust setting (or not verified at all) is no proof
+    /// for another, so the trust setting is part of the identity.
+    trust: TlsClientSettings,
 }
 
 #[derive(Debug)]
@@ -131,7 +134,7 @@ fn smtp_config(ctx: &Context, out: &SmtpOutput, host: &RelayHost) -> Result<Smtp
     let mut cfg = SmtpConfig::new(host.host().to_owned(), helo);
     cfg.port = Some(host.effective_port());
     cfg.tls_mode = host.tls();
-    let (tls, security) = ctx.tls();
+    let (tls, security) = ctx.tls(&out.tls_trust);
     cfg.tls = tls;
     cfg.tls_security = security;
     if let Some(c) = &out.credentials {
@@ -335,6 +338,7 @@ async fn send_group(
             port: host.effective_port(),
             user: out.credentials.as_ref().map(|c| c.user.clone()),
             helo: out.helo.clone(),
+            trust: out.tls_trust.clone(),
         };
         let need = required_rank(host.tls());
         // A pooled connection may have been closed by the server while idle: one retry on a

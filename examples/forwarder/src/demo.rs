@@ -39,6 +39,11 @@ pub struct ReceivedMessage {
     pub to: Vec<String>,
     /// The message data, exactly as received.
     pub data: Vec<u8>,
+    /// The SMTP connection it came over, numbered from 1 in order of first message: messages
+    /// with the same number shared a connection.
+    pub connection: usize,
+    /// The channel's security (TLS or plaintext).
+    pub security: mailferry_wire::tls::ChannelSecurity,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +51,7 @@ struct SinkShared {
     messages: Mutex<Vec<ReceivedMessage>>,
     reject: Mutex<HashMap<String, u16>>,
     fail_data: AtomicUsize,
+    connections: AtomicUsize,
     delay_ms: AtomicUsize,
 }
 
@@ -84,12 +90,19 @@ impl SinkHandler {
     }
 }
 
+/// Per connection: the message data so far, and the connection's number once it carried one.
+#[derive(Debug, Default)]
+struct SinkConn {
+    data: Vec<u8>,
+    number: Option<usize>,
+}
+
 impl Handler for SinkHandler {
-    type Conn = Vec<u8>;
+    type Conn = SinkConn;
 
     async fn rcpt_to(
         &self,
-        _conn: &mut Vec<u8>,
+        _conn: &mut SinkConn,
         _ctx: &SmtpContext,
         to: &ForwardPath,
         _params: &RcptParams,
@@ -109,18 +122,21 @@ impl Handler for SinkHandler {
         }
     }
 
-    async fn data_chunk(&self, conn: &mut Vec<u8>, chunk: Bytes) {
-        conn.extend_from_slice(&chunk);
+    async fn data_chunk(&self, conn: &mut SinkConn, chunk: Bytes) {
+        conn.data.extend_from_slice(&chunk);
     }
 
     async fn data_end(
         &self,
-        conn: &mut Vec<u8>,
-        _ctx: &SmtpContext,
+        conn: &mut SinkConn,
+        ctx: &SmtpContext,
         envelope: Envelope,
     ) -> Option<Reply> {
         self.pause().await;
-        let data = std::mem::take(conn);
+        let data = std::mem::take(&mut conn.data);
+        let connection = *conn
+            .number
+            .get_or_insert_with(|| self.0.connections.fetch_add(1, Ordering::Relaxed) + 1);
         let fail = self
             .0
             .fail_data
@@ -141,12 +157,18 @@ impl Handler for SinkHandler {
                     .map(|r| r.to.as_str().to_owned())
                     .collect(),
                 data,
+                connection,
+                security: ctx.security,
             });
         None
     }
 
-    fn data_aborted(&self, conn: &mut Vec<u8>, _reason: mailferry_smtp_server::proto::AbortReason) {
-        conn.clear();
+    fn data_aborted(
+        &self,
+        conn: &mut SinkConn,
+        _reason: mailferry_smtp_server::proto::AbortReason,
+    ) {
+        conn.data.clear();
     }
 }
 
@@ -157,11 +179,22 @@ impl RecordingSink {
     ///
     /// The bind error.
     pub async fn start() -> std::io::Result<RecordingSink> {
+        RecordingSink::start_tls(None).await
+    }
+
+    /// Starts on `127.0.0.1`, on a free port, offering STARTTLS with `tls` when given.
+    ///
+    /// # Errors
+    ///
+    /// The bind error.
+    pub async fn start_tls(
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<RecordingSink> {
         let mut options = Options::default();
         options.received_header = ReceivedHeader::None;
         options.max_recipients = 1000;
         options.max_bad_recipients = 1000;
-        let server = Server::bind("127.0.0.1:0", options, None).await?;
+        let server = Server::bind("127.0.0.1:0", options, tls).await?;
         let addr = server.local_addr()?;
         let token = server.shutdown_token();
         let shared = Arc::new(SinkShared::default());

@@ -261,6 +261,17 @@ pub fn server_options(hostname: &str, listener: &ListenerConfig) -> Options {
     o
 }
 
+/// A running listener (see [`start`]).
+#[derive(Debug)]
+pub struct Listening {
+    /// Cancel to stop: idle sessions get `421`, sessions in a transaction finish it.
+    pub token: CancellationToken,
+    /// Ends when every listener and connection finished.
+    pub task: tokio::task::JoinHandle<()>,
+    /// The bound addresses, in the order of `listen` (a port 0 resolved).
+    pub addrs: Vec<std::net::SocketAddr>,
+}
+
 /// Binds every listen address and serves until the returned token is cancelled; the task
 /// ends when every connection finished.
 ///
@@ -270,7 +281,7 @@ pub fn server_options(hostname: &str, listener: &ListenerConfig) -> Options {
 pub async fn start(
     ctx: &Arc<Context>,
     listener: &ListenerConfig,
-) -> Result<(CancellationToken, tokio::task::JoinHandle<()>), ServiceError> {
+) -> Result<Listening, ServiceError> {
     let tls = match &listener.tls {
         Some((cert, key)) => Some(
             mailferry_wire::tls::server_config_from_pem_files(
@@ -285,11 +296,16 @@ pub async fn start(
     let token = CancellationToken::new();
     let mut set = tokio::task::JoinSet::new();
     let hostname = ctx.config().hostname.clone();
+    let mut addrs = Vec::new();
     for addr in &listener.listen {
         let server = Server::bind(addr, server_options(&hostname, listener), tls.clone())
             .await
             .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
-        tracing::info!(%addr, "SMTP listener");
+        let bound = server
+            .local_addr()
+            .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
+        addrs.push(bound);
+        tracing::info!(addr = %bound, "SMTP listener");
         let inner = server.shutdown_token();
         let outer = token.clone();
         let handler = Inbound::new(ctx, listener);
@@ -304,5 +320,5 @@ pub async fn start(
         });
     }
     let task = tokio::spawn(async move { while set.join_next().await.is_some() {} });
-    Ok((token, task))
+    Ok(Listening { token, task, addrs })
 }

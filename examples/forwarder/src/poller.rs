@@ -117,7 +117,7 @@ fn pop_config(ctx: &Context, c: &Connector) -> PopConfig {
         .with_password(p.credentials.password.expose().clone());
     let mut cfg = PopConfig::new(p.endpoint.host.clone(), p.tls, creds);
     cfg.port = Some(p.endpoint.port);
-    let (tls, security) = ctx.tls();
+    let (tls, security) = ctx.tls(&p.tls_trust);
     cfg.tls = tls.map(|t| (t, security));
     if !p.auth.is_empty() {
         cfg.mechanisms = p.auth.clone();

@@ -36,10 +36,6 @@ use crate::config::Config;
 use crate::spool::{MessageId, Spool};
 use crate::state::{State, StateError};
 
-/// Environment variable naming an extra PEM file of CA certificates trusted for outgoing TLS
-/// (POP3 and SMTP), besides the system roots.
-pub const CA_FILE_ENV: &str = "MAILFERRY_CA_FILE";
-
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,8 +58,10 @@ pub struct Context {
     routers: RwLock<Arc<HashMap<String, Router>>>,
     spool: Spool,
     state: Mutex<State>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    tls_security: ChannelSecurity,
+    /// rustls client configurations, one per distinct trust setting (`ca_file`,
+    /// `danger_accept_invalid_certs`), built on first use and dropped on reload (a CA file may
+    /// have changed).
+    tls: Mutex<Vec<(TlsClientSettings, Arc<rustls::ClientConfig>)>>,
     polls: Semaphore,
     deliveries: Arc<Semaphore>,
     mailboxes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -86,8 +84,9 @@ fn routers(config: &Config) -> HashMap<String, Router> {
 }
 
 impl Context {
-    /// Opens the spool and the state database of `config` and builds the TLS client
-    /// configuration (system roots, plus [`CA_FILE_ENV`] when set).
+    /// Opens the spool and the state database of `config`. TLS client configurations are
+    /// built per trust setting of the connectors (`ca_file`, `danger_accept_invalid_certs`)
+    /// when first needed.
     ///
     /// # Errors
     ///
@@ -102,27 +101,13 @@ impl Context {
             tracing::info!(cleaned, "removed temporary spool files left by a crash");
         }
         let state = State::open(&config.state_path())?;
-        let settings = match std::env::var_os(CA_FILE_ENV) {
-            Some(path) => TlsClientSettings::with_ca_file(path, true),
-            None => TlsClientSettings::system_roots(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = match settings.client_config(provider) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                // Plaintext connectors still work; TLS ones fail at connect with a clear error.
-                tracing::warn!(error = %e, "no TLS client configuration");
-                None
-            }
-        };
         let concurrency = config.queue.concurrency.max(1);
         Ok(Arc::new(Context {
             routers: RwLock::new(Arc::new(routers(&config))),
             config: RwLock::new(Arc::new(config)),
             spool,
             state: Mutex::new(state),
-            tls,
-            tls_security: settings.channel_security(),
+            tls: Mutex::new(Vec::new()),
             polls: Semaphore::new(concurrency),
             deliveries: Arc::new(Semaphore::new(concurrency)),
             mailboxes: Mutex::new(HashMap::new()),
@@ -170,6 +155,10 @@ impl Context {
             .config
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+        self.tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         self.wake.notify_one();
     }
 
@@ -192,8 +181,32 @@ impl Context {
         SystemTime::now()
     }
 
-    pub(crate) fn tls(&self) -> (Option<Arc<rustls::ClientConfig>>, ChannelSecurity) {
-        (self.tls.clone(), self.tls_security)
+    /// The rustls client configuration for `settings` and what its sessions are worth to the
+    /// SASL negotiator; `None` (logged) when it cannot be built, so plaintext connections still
+    /// work and TLS ones fail at connect with a clear error.
+    pub(crate) fn tls(
+        &self,
+        settings: &TlsClientSettings,
+    ) -> (Option<Arc<rustls::ClientConfig>>, ChannelSecurity) {
+        let security = settings.channel_security();
+        let mut cache = self
+            .tls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, c)) = cache.iter().find(|(s, _)| s == settings) {
+            return (Some(Arc::clone(c)), security);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        match settings.client_config(provider) {
+            Ok(c) => {
+                cache.push((settings.clone(), Arc::clone(&c)));
+                (Some(c), security)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no TLS client configuration");
+                (None, security)
+            }
+        }
     }
 
     pub(crate) fn polls(&self) -> &Semaphore {
@@ -326,12 +339,14 @@ pub async fn poll_once(ctx: &Arc<Context>) -> Result<PollOnceReport, ServiceErro
 /// Start-up errors (spool, database, listener bind, signal handlers).
 pub async fn run(config_path: &Path, config: Config) -> Result<(), ServiceError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let ctx = Context::open(config)?;
-    ctx.recover().await?;
-    let shutdown = CancellationToken::new();
+    // Handlers first: a SIGTERM during start-up (recovery can take a while) then stops the
+    // service cleanly once it is up, instead of killing it in the middle of recovery.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let ctx = Context::open(config)?;
+    ctx.recover().await?;
+    let shutdown = CancellationToken::new();
 
     let listener = match ctx.config().listener.clone() {
         Some(l) => Some(crate::inbound::start(&ctx, &l).await?),
@@ -377,9 +392,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), ServiceError>
     generation.0.cancel();
     while generation.1.join_next().await.is_some() {}
     let _ = dispatcher.await;
-    if let Some((token, task)) = listener {
-        token.cancel();
-        let _ = task.await;
+    if let Some(l) = listener {
+        l.token.cancel();
+        let _ = l.task.await;
     }
     ctx.pool.close_all().await;
     tracing::info!("stopped");

@@ -13,13 +13,13 @@ use mailferry_testkit::pop3_responder::{Pop3Responder, maildir_deliver, maildir_
 const MESSAGES: usize = 150;
 const KILLS: usize = 10;
 
-fn spawn(config: &std::path::Path) -> tokio::process::Child {
+fn spawn(config: &std::path::Path, stderr: std::process::Stdio) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_mailferry"))
         .arg("-c")
         .arg(config)
         .arg("run")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap()
@@ -45,7 +45,7 @@ async fn sigkill_at_many_points_loses_nothing() {
             "hostname = \"relay.mailferry.test\"\n[smtp]\nhosts = [\"{}\"]\ntls = \"none\"\n\
              [queue]\nspool_dir = \"spool\"\nbadmail_dir = \"bad\"\nretry_interval = \"1s\"\n\
              postmaster = \"postmaster@relay.mailferry.test\"\n\
-             [logging]\nlevel = \"warn\"\n\
+             [logging]\nlevel = \"info\"\n\
              [[connectors]]\nname = \"c1\"\nsend_to = \"{{dest.example, dest.net}}\"\n\
              [connectors.pop3]\nhost = \"{}\"\ntls = \"none\"\nuser = \"u\"\npassword = \"pw\"\n\
              auth = [\"USER\"]\nallow_insecure_auth = true\npoll_interval = \"1s\"\n\
@@ -63,18 +63,34 @@ async fn sigkill_at_many_points_loses_nothing() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay = Duration::from_millis(40 + (seed >> 33) % 400);
-        let mut child = spawn(&config);
+        let mut child = spawn(&config, std::process::Stdio::null());
         tokio::time::sleep(delay).await;
         child.kill().await.unwrap(); // SIGKILL
     }
-    let mut child = spawn(&config);
+    // The last run logs to a file (a pipe nobody reads could fill up and block it).
+    let log_path = dir.path().join("last-run.log");
+    let mut child = spawn(&config, std::fs::File::create(&log_path).unwrap().into());
+    // It must be up (signal handlers installed, recovery done) before the SIGTERM below: when
+    // the earlier runs already emptied the mailbox, the wait for the mailbox ends at once.
+    let up = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("mailferry running")
+    {
+        assert!(Instant::now() < up, "mailferry did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = maildir_list(&maildir).unwrap().is_empty();
         if done {
             break;
         }
-        assert!(Instant::now() < deadline, "not finished in time");
+        assert!(
+            Instant::now() < deadline,
+            "not finished in time; the last run's log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // SIGTERM: a graceful stop, exit 0.

@@ -435,3 +435,114 @@ fn example_file_is_valid_and_described() {
         "{d}"
     );
 }
+
+#[test]
+fn tls_trust_defaults_to_system_roots_everywhere() {
+    let c = parse(MINIMAL).unwrap();
+    let k = &c.connectors[0];
+    assert_eq!(k.pop3.tls_trust, TlsClientSettings::system_roots());
+    assert_eq!(k.smtp.tls_trust, TlsClientSettings::system_roots());
+}
+
+#[test]
+fn ca_file_and_danger_accept_invalid_certs_per_side_and_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("example-ca.pem"),
+        &ca,
+    )
+    .unwrap();
+    // Global [smtp] names a CA file (relative: resolved against the config directory); the
+    // connector's POP3 side turns verification off; a second connector overrides the SMTP side.
+    let text = MINIMAL
+        .replace(
+            "tls = \"none\"\n\n[queue]",
+            "tls = \"required\"\nca_file = \"ca.pem\"\n\n[queue]",
+        )
+        .replace(
+            "password = \"p\"\n",
+            "password = \"p\"\ndanger_accept_invalid_certs = true\n\n\
+             [[connectors]]\nname = \"c2\"\nsend_to = \"{example.com}\"\n\
+             [connectors.pop3]\nhost = \"pop.example.com\"\nuser = \"u\"\npassword = \"p\"\n\
+             [connectors.smtp]\ndanger_accept_invalid_certs = true\n",
+        );
+    let c = Config::parse(&text, "mailferry.toml", dir.path(), &env).unwrap();
+    let (a, b) = (&c.connectors[0], &c.connectors[1]);
+    assert_eq!(
+        a.pop3.tls_trust,
+        TlsClientSettings::dangerous_no_verification()
+    );
+    assert_eq!(a.smtp.tls_trust, TlsClientSettings::with_ca_file(&ca, true));
+    assert_eq!(b.pop3.tls_trust, TlsClientSettings::system_roots());
+    // The two keys move as a group: c2 sets one, so the global ca_file is not inherited.
+    assert_eq!(
+        b.smtp.tls_trust,
+        TlsClientSettings::dangerous_no_verification()
+    );
+    let d = c.describe();
+    assert!(
+        d.contains(&format!(
+            "certificates verified (chain and host name) against the system roots and the CA file {}",
+            ca.display()
+        )),
+        "{d}"
+    );
+    assert!(
+        d.contains("CERTIFICATES NOT VERIFIED (danger_accept_invalid_certs)"),
+        "{d}"
+    );
+}
+
+#[test]
+fn ca_file_errors_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate\n").unwrap();
+    let cases = [
+        (
+            "ca_file = \"missing.pem\"",
+            "connectors[0].pop3.ca_file: unusable CA file",
+        ),
+        (
+            "ca_file = \"junk.pem\"",
+            "connectors[0].pop3.ca_file: unusable CA file",
+        ),
+        (
+            "ca_file = \"\"",
+            "connectors[0].pop3.ca_file: expected a path, found \"\"",
+        ),
+        (
+            "ca_file = \"junk.pem\"\ndanger_accept_invalid_certs = true",
+            "connectors[0].pop3.danger_accept_invalid_certs: `danger_accept_invalid_certs = true` accepts any certificate, so `ca_file` would be ignored",
+        ),
+        (
+            "danger_accept_invalid_certs = \"yes\"",
+            "connectors[0].pop3.danger_accept_invalid_certs: expected a boolean",
+        ),
+    ];
+    for (line, want) in cases {
+        let text = MINIMAL.replace("password = \"p\"\n", &format!("password = \"p\"\n{line}\n"));
+        let errs: Vec<String> = Config::parse(&text, "mailferry.toml", dir.path(), &env)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errs.len(), 1, "{line}: {errs:?}");
+        assert!(errs[0].contains(want), "{line}: {errs:?}");
+    }
+    // With danger off, a CA file is fine (and a CA file alone never disables verification).
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("example-ca.pem"),
+        dir.path().join("ok.pem"),
+    )
+    .unwrap();
+    let text = MINIMAL.replace(
+        "password = \"p\"\n",
+        "password = \"p\"\nca_file = \"ok.pem\"\ndanger_accept_invalid_certs = false\n",
+    );
+    let c = Config::parse(&text, "mailferry.toml", dir.path(), &env).unwrap();
+    assert_eq!(
+        c.connectors[0].pop3.tls_trust.channel_security(),
+        mailferry_wire::tls::ChannelSecurity::TlsVerified
+    );
+}
