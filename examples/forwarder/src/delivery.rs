@@ -499,7 +499,19 @@ async fn run_all(ctx: &Arc<Context>, due: Vec<Due>) -> usize {
             ctx.release_claim(&id);
         });
     }
-    while set.join_next().await.is_some() {}
+    let mut progress = crate::progress::Progress::new(n, 0, Instant::now());
+    while set.join_next().await.is_some() {
+        if let Some(p) = progress.advance(1, 0, Instant::now()) {
+            tracing::info!(
+                attempted = p.done,
+                total = p.total,
+                "delivery progress: {}/{} messages attempted, {:.1} s",
+                p.done,
+                p.total,
+                p.elapsed.as_secs_f64()
+            );
+        }
+    }
     n
 }
 

@@ -20,6 +20,7 @@
 //! | [`trace`] | `Received:` / `X-Mailferry-Trace:` headers, loop guard, dates |
 //! | [`bounce`] | RFC 3464 delivery status notifications |
 //! | [`script`] | the per-connector event script |
+//! | [`progress`] | progress lines for long polls and delivery runs |
 //! | [`cli`] | the `mailferry` command line |
 //!
 //! Standards: RFC 3464 and RFC 6522 (reports), RFC 3463 (status codes), RFC 5321 §4.4 (trace
@@ -33,6 +34,7 @@ pub mod delivery;
 pub mod demo;
 pub mod inbound;
 pub mod poller;
+pub mod progress;
 pub mod script;
 pub mod service;
 pub mod spool;

@@ -224,6 +224,8 @@ async fn poll_inner(
         wanted.push((*msg, *size, key.clone()));
     }
 
+    let listed_bytes = wanted.iter().map(|w| w.1).sum();
+    let mut progress = crate::progress::Progress::new(wanted.len(), listed_bytes, Instant::now());
     for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
         let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
         let (results, err) = match stored {
@@ -245,6 +247,13 @@ async fn poll_inner(
                     let d = route_stored(ctx, &id).await;
                     summary.count(d);
                     mailbox_ids.push(id);
+                    if let Some(p) = progress.advance(1, stored.size, Instant::now()) {
+                        tracing::info!(
+                            connector = %c.name, fetched = p.done, total = p.total,
+                            bytes = p.bytes, total_bytes = p.total_bytes,
+                            "poll progress: fetched {p}"
+                        );
+                    }
                 }
                 Err(reason) => {
                     tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
