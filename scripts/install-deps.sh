@@ -6,7 +6,7 @@ set -euo pipefail
 
 need_apt=()
 for pkg in dovecot-core dovecot-pop3d postfix sasl2-bin libsasl2-modules libsasl2-modules-db \
-           swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl openssl; do
+           swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl openssl fetchmail; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 
