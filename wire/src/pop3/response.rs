@@ -128,9 +128,13 @@ impl TryFrom<&str> for RespCode {
     }
 }
 
+/// The log form, escaped: RFC 2449's `schar` admits DEL (0x7F), which must not reach a terminal
+/// raw. [`RespCode::as_str`] gives the wire form.
 impl fmt::Display for RespCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{}]", self.0)
+        f.write_str("[")?;
+        super::write_escaped(f, self.0.as_bytes())?;
+        f.write_str("]")
     }
 }
 
@@ -330,6 +334,18 @@ mod tests {
         s.encode(&mut out);
         assert!(out.ends_with(b"\r\n"));
         parse(&out[..out.len() - 2])
+    }
+
+    /// Found by the wire_pop3_response fuzz target: DEL is a valid RESP-CODE character, and the
+    /// log form printed it raw.
+    #[test]
+    fn del_in_resp_code_is_escaped_in_the_log_form() {
+        let status = parse(b"-ERR [A\x7fUTH] bad").unwrap();
+        assert_eq!(status.code().map(RespCode::as_str), Some("A\x7fUTH"));
+        assert_eq!(status.to_string(), "-ERR [A\\x7fUTH] bad");
+        let mut out = BytesMut::new();
+        status.encode(&mut out);
+        assert_eq!(&out[..], b"-ERR [A\x7fUTH] bad\r\n");
     }
 
     #[test]
