@@ -14,6 +14,14 @@ for target in $(cargo fuzz list); do
   echo "--- fuzz $target for ${secs}s"
   dict=()
   [ -f "dict/$target.dict" ] && dict=("-dict=dict/$target.dict")
-  cargo fuzz run --release -s "$sanitizer" "$target" "corpus/$target" -- \
-    -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=0 "${dict[@]}" 2>&1 | tail -n 3
+  log="$(mktemp)"
+  if ! cargo fuzz run --release -s "$sanitizer" "$target" "corpus/$target" -- \
+    -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=0 "${dict[@]}" >"$log" 2>&1; then
+    # Show the finding itself (panic message, input, artifact path), not just the backtrace's end.
+    grep -E -A3 "panicked|ERROR|SUMMARY|Test unit written|Base64" "$log" | head -n 40
+    rm -f "$log"
+    exit 1
+  fi
+  tail -n 1 "$log"
+  rm -f "$log"
 done
