@@ -23,13 +23,14 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "tokio")]
-//! # async fn run() -> Result<(), mailferry_pop3_client::Error> {
+//! # mod example {
 //! use std::sync::Arc;
 //! use mailferry_pop3_client::{Config, Pop3Client};
 //! use mailferry_sasl::Credentials;
 //! use mailferry_wire::tls::{ChannelSecurity, TlsMode};
 //!
-//! # let tls_config: Arc<rustls::ClientConfig> = unimplemented!();
+//! // The rustls config is the caller's: mailferry_wire::tls::TlsClientSettings builds one.
+//! async fn run(tls_config: Arc<rustls::ClientConfig>) -> Result<(), mailferry_pop3_client::Error> {
 //! let mut config = Config::new("pop.example.com", TlsMode::StartTlsRequired,
 //!     Credentials::new("alice").with_password("secret"));
 //! config.tls = Some((tls_config, ChannelSecurity::TlsVerified));
@@ -43,7 +44,9 @@
 //! # let _ = stat;
 //! let outcome = pop.quit().await?; // deletions (none here) are committed only now
 //! # let _ = outcome;
-//! # Ok(()) }
+//! Ok(())
+//! }
+//! # }
 //! ```
 //!
 //! # Features
