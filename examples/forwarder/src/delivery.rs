@@ -465,6 +465,11 @@ async fn queue_bounce(ctx: &Context, due: &Due, header: &[u8], failed: &[ReportR
             now,
         )
     });
+    let result = match result {
+        // The report must outlive a power failure, like any accepted message.
+        Ok(()) => ctx.barrier().sync().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
     match result {
         Ok(()) => tracing::info!(id = %due.id, report = %stored.id, %to, "delivery report queued"),
         Err(e) => tracing::error!(id = %due.id, error = %e, "recording the delivery report failed"),

@@ -132,6 +132,13 @@ impl Inbound {
             )
             .await?;
         }
+        // The 250 promises the message is safe: file and rows on disk first. Sessions that
+        // finish together share one sync.
+        self.ctx
+            .barrier()
+            .sync()
+            .await
+            .map_err(|e| format!("making the message durable: {e}"))?;
         self.ctx.wake();
         Ok(())
     }

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! mailferry.toml ──config::Config::load──> Config (every error: file:line:column: field)
-//! POP3 / SMTP bytes ──spool::SpoolWriter (temp, fsync, rename, fsync dir)──> <id>.eml
+//! POP3 / SMTP bytes ──spool::SpoolWriter (temp, rename)──> <id>.eml
 //!                   ──state::State::record_fetched──> SQLite: messages, recipients, pop3_uids
+//!                   ──durable::Barrier::sync (one syncfs per batch)──> on disk
 //! header block ──trace::HeaderScanner──> loop verdict; trace::trace_headers to prepend
 //! routing Decision ──script::run (optional)──> state::State::record_decision
 //! state::State::due_deliveries ──(delivery)──> state::State::record_attempt
@@ -16,6 +17,7 @@
 //! |---|---|
 //! | [`config`] | TOML configuration, validated with positions; `check-config` summary |
 //! | [`spool`] | crash-safe message files, [`MessageId`], BadMail |
+//! | [`durable`] | group commit: one sync makes a batch of files and commits durable |
 //! | [`state`] | the SQLite state database: queue, retries, expiry, server copy policy |
 //! | [`trace`] | `Received:` / `X-Mailferry-Trace:` headers, loop guard, dates |
 //! | [`bounce`] | RFC 3464 delivery status notifications |
@@ -32,6 +34,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod durable;
 pub mod inbound;
 pub mod poller;
 pub mod progress;

@@ -5,10 +5,12 @@
 //! ```text
 //! connect (TLS, AUTH per config) ─> LIST ─> UIDL (or, without UIDL, TOP n 0 → content hash)
 //!   ─> skip UIDs the state database knows ─> RETR pipelined (or TOP n 2^31-1 with Use TOP)
-//!   ─> each message: spool file (write, fsync, rename) ─> state row + UID (one transaction)
+//!   ─> each message: spool file (write, rename) ─> state row + UID (one transaction)
+//!   ─> per batch: one durability barrier (syncfs: every file and row of the batch on disk)
 //!   ─> route (loop guard, Send To rules, event script) ─> Routed | Held | Killed | BadMail
 //!   ─> "remove after delivered": deliver the new messages now
-//!   ─> DELE what the server copy policy allows (the state database decides) ─> QUIT commits
+//!   ─> barrier ─> DELE what the server copy policy allows (the state database decides)
+//!   ─> QUIT commits
 //!   ─> mark the UIDs deleted ─> forget UIDs no longer listed
 //! ```
 //!
@@ -232,6 +234,7 @@ async fn poll_inner(
             Ok(r) => (r, None),
             Err((r, e)) => (r, Some(e)),
         };
+        let mut recorded = Vec::with_capacity(results.len());
         for (key, size, outcome) in results {
             match outcome {
                 Ok(stored) => {
@@ -244,9 +247,7 @@ async fn poll_inner(
                     let id =
                         record(ctx, &c.name, Source::Pop3, Some(origin), &stored, None).await?;
                     summary.fetched += 1;
-                    let d = route_stored(ctx, &id).await;
-                    summary.count(d);
-                    mailbox_ids.push(id);
+                    recorded.push(id);
                     if let Some(p) = progress.advance(1, stored.size, Instant::now()) {
                         tracing::info!(
                             connector = %c.name, fetched = p.done, total = p.total,
@@ -261,6 +262,16 @@ async fn poll_inner(
                 }
             }
         }
+        // The batch's files and rows become durable together, before anything else happens
+        // to them (the group commit: one sync instead of two fsyncs and a commit each).
+        if !recorded.is_empty() {
+            ctx.barrier().sync().await?;
+        }
+        for id in recorded {
+            let d = route_stored(ctx, &id).await;
+            summary.count(d);
+            mailbox_ids.push(id);
+        }
         if let Some(e) = err {
             return Err(e);
         }
@@ -274,6 +285,11 @@ async fn poll_inner(
     let deletable =
         ctx.with_state(|s| s.deletable_uids(&c.name, mailbox, c.pop3.server_copy, ctx.now()))?;
     let deletable: std::collections::HashSet<UidKey> = deletable.into_iter().collect();
+    if !deletable.is_empty() {
+        // Delivery results recorded since the last sync (under "remove after delivered", the
+        // reason a UID is deletable) reach the disk before the server copy goes.
+        ctx.barrier().sync().await?;
+    }
     let mut marked = Vec::new();
     for (msg, _, key) in &entries {
         if deletable.contains(key) {

@@ -33,8 +33,9 @@ use mailferry_wire::tls::{ChannelSecurity, TlsClientSettings};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::config::Config;
+use crate::durable::Barrier;
 use crate::spool::{MessageId, Spool};
-use crate::state::{State, StateError};
+use crate::state::{State, StateError, Status};
 
 /// Why the service could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,7 @@ pub struct Context {
     routers: RwLock<Arc<HashMap<String, Router>>>,
     spool: Spool,
     state: Mutex<State>,
+    barrier: Barrier,
     /// rustls client configurations, one per distinct trust setting (`ca_file`,
     /// `danger_accept_invalid_certs`), built on first use and dropped on reload (a CA file may
     /// have changed).
@@ -101,12 +103,16 @@ impl Context {
             tracing::info!(cleaned, "removed temporary spool files left by a crash");
         }
         let state = State::open(&config.state_path())?;
+        // The database lives in spool_dir, the messages in its queue/ subdirectory: usually
+        // one file system, one sync.
+        let barrier = Barrier::new(&[config.queue_dir(), config.queue.spool_dir.clone()])?;
         let concurrency = config.queue.concurrency.max(1);
         Ok(Arc::new(Context {
             routers: RwLock::new(Arc::new(routers(&config))),
             config: RwLock::new(Arc::new(config)),
             spool,
             state: Mutex::new(state),
+            barrier,
             tls: Mutex::new(Vec::new()),
             polls: Semaphore::new(concurrency),
             deliveries: Arc::new(Semaphore::new(concurrency)),
@@ -165,6 +171,12 @@ impl Context {
     /// The spool.
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The group commit: [`Barrier::sync`] makes every spool file and state commit written
+    /// so far durable.
+    pub fn barrier(&self) -> &Barrier {
+        &self.barrier
     }
 
     /// Runs `f` on the state database (one short, synchronous transaction).
@@ -251,23 +263,65 @@ impl Context {
         self.wake.notified().await;
     }
 
-    /// Crash recovery at start: routes messages recorded but not routed, and removes spool
-    /// files no database row refers to (written just before a crash: their POP3 copy was
-    /// never deleted and their SMTP client never got a 250, so they come again).
+    /// Crash recovery at start:
+    ///
+    /// - spool files no database row refers to are removed (written just before a crash:
+    ///   their POP3 copy was never deleted and their SMTP client never got a 250, so they
+    ///   come again);
+    /// - spool files of finished messages (delivered, failed, expired, killed) are removed, and
+    ///   those decided BadMail moved there (a crash or power failure came between the result
+    ///   and the file operation);
+    /// - a waiting message (stored, routed, held) whose file is missing or shorter than
+    ///   recorded was never made durable (a power failure before the group commit): it was
+    ///   neither deleted from its server nor acknowledged, so it is forgotten and comes again;
+    /// - messages recorded but not routed are routed.
     ///
     /// # Errors
     ///
     /// Database or spool listing errors.
     pub async fn recover(self: &Arc<Self>) -> Result<(), ServiceError> {
-        let known: HashSet<MessageId> = self
+        let rows: HashMap<MessageId, crate::state::MessageRow> = self
             .with_state(|s| s.list())?
             .into_iter()
-            .map(|r| r.id)
+            .map(|r| (r.id.clone(), r))
             .collect();
         for id in self.spool.list()? {
-            if !known.contains(&id) {
-                tracing::info!(%id, "removing a spool file without a database row (crash)");
-                self.spool.delete(&id)?;
+            match rows.get(&id).map(|r| r.status) {
+                None => {
+                    tracing::info!(%id, "removing a spool file without a database row (crash)");
+                    self.spool.delete(&id)?;
+                }
+                Some(Status::Stored | Status::Routed | Status::Held) => {}
+                Some(Status::BadMail) => {
+                    // Decided, but the move did not happen: finish it.
+                    let row = &rows[&id];
+                    let reason = row.last_error.as_deref().or(row.decision.as_deref());
+                    tracing::info!(%id, "moving a message decided BadMail to BadMail (crash)");
+                    self.spool
+                        .move_to_badmail(&id, reason.unwrap_or("BadMail"))?;
+                }
+                Some(status) => {
+                    tracing::info!(%id, %status, "removing the spool file of a finished message");
+                    self.spool.delete(&id)?;
+                }
+            }
+        }
+        for row in rows.values() {
+            if !matches!(row.status, Status::Stored | Status::Routed | Status::Held) {
+                continue;
+            }
+            let on_disk = std::fs::metadata(self.spool.path(&row.id)).map(|m| m.len());
+            if on_disk.as_ref().ok() == Some(&row.size) {
+                continue;
+            }
+            let fetched_again = self.with_state(|s| s.forget_undurable(&row.id))?;
+            let found = on_disk.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"));
+            if fetched_again || row.source == "smtp" {
+                tracing::warn!(id = %row.id, expected = row.size, %found,
+                    "spool file lost before it was made durable (power failure?): forgotten, it comes again");
+            } else {
+                tracing::error!(id = %row.id, expected = row.size, %found,
+                    "spool file missing for a message whose server copy is gone: message lost");
             }
         }
         let stored = self.with_state(|s| s.stored_messages())?;

@@ -5,16 +5,17 @@
 //! ```text
 //! create  <queue>/.tmp-<id>          (O_EXCL: never overwrite)
 //! write   chunks as they arrive      (bounded by max_message_size)
-//! fsync   the file                   (the bytes are on disk)
 //! rename  .tmp-<id> -> <id>.eml      (atomic: the message exists whole or not at all)
-//! fsync   the directory              (the rename itself is on disk)
 //! ```
 //!
-//! Only after [`SpoolWriter::commit`] returns may the message be recorded in the state database,
-//! and only after that may the POP3 server's copy be deleted. A crash before the rename leaves
-//! a `.tmp-` file, removed by [`Spool::open`] at the next start; a crash between the rename and
-//! the database commit leaves an unreferenced `.eml` file (see [`Spool::list`]) and the message
-//! is fetched again: at most the message in flight is duplicated, nothing is lost.
+//! After [`SpoolWriter::commit`] the message survives a crash of the process; it survives a
+//! power failure once a [`Barrier`](crate::durable::Barrier) sync has followed (one sync for a
+//! whole batch: see [`durable`](crate::durable)). It is recorded in the state database after
+//! the commit, and the POP3 server's copy is deleted only after a sync. A crash before the
+//! rename leaves a `.tmp-` file, removed by [`Spool::open`] at the next start; a crash between
+//! the rename and the database commit leaves an unreferenced `.eml` file (see [`Spool::list`])
+//! and the message is fetched again: at most the message in flight is duplicated, nothing is
+//! lost.
 //!
 //! File names come only from [`MessageId`]s, which the forwarder generates (time + 64 random
 //! bits, lowercase hex): nothing a peer sends — a POP3 UID, a Message-ID, an address — ever
@@ -111,7 +112,7 @@ pub enum SpoolError {
     Io(#[from] io::Error),
 }
 
-/// A message made durable by [`SpoolWriter::commit`].
+/// A message written whole by [`SpoolWriter::commit`] (durable after the next barrier sync).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// Its identifier.
@@ -192,7 +193,6 @@ impl Spool {
             tmp: tmp.clone(),
             guard: TempGuard(Some(tmp)),
             final_path: self.path(&id),
-            dir: self.queue.clone(),
             id,
             written: 0,
             limit: self.max_message_size,
@@ -235,10 +235,9 @@ impl Spool {
     /// Deletes a message file; `Ok(false)` when it was already gone.
     pub fn delete(&self, id: &MessageId) -> io::Result<bool> {
         match std::fs::remove_file(self.path(id)) {
-            Ok(()) => {
-                sync_dir(&self.queue)?;
-                Ok(true)
-            }
+            // No directory fsync: a removal lost to a power failure leaves the file of a
+            // finished message, which recovery removes again.
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
@@ -308,7 +307,6 @@ pub struct SpoolWriter {
     tmp: PathBuf,
     guard: TempGuard,
     final_path: PathBuf,
-    dir: PathBuf,
     id: MessageId,
     written: u64,
     limit: u64,
@@ -344,20 +342,17 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Makes the message durable: flush, fsync, rename, fsync the directory.
+    /// Completes the message: flush and rename it into place. It then survives a crash of
+    /// the process; a [`Barrier`](crate::durable::Barrier) sync makes it survive a power
+    /// failure (one sync for a batch of messages instead of two fsyncs each).
     pub async fn commit(mut self) -> Result<Stored, SpoolError> {
         let Some(mut file) = self.file.take() else {
             return Err(SpoolError::TooLarge { limit: self.limit });
         };
         file.flush().await?;
-        file.sync_all().await?;
         drop(file);
         tokio::fs::rename(&self.tmp, &self.final_path).await?;
         self.guard.0 = None;
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || sync_dir(&dir))
-            .await
-            .map_err(io::Error::other)??;
         Ok(Stored {
             id: self.id.clone(),
             path: self.final_path.clone(),
