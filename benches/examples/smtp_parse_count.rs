@@ -22,6 +22,20 @@ fn main() {
     let n: usize = args.get(2).map_or(1, |s| s.parse().unwrap());
     let opts = ReplyOptions::default();
     let mut ok = 0usize;
+    // One command line by index, for a per-line breakdown: `cmd3-ours`, `cmd3-theirs`.
+    if let Some((i, side)) = group.strip_prefix("cmd").and_then(|g| g.split_once('-')) {
+        let l = COMMANDS[i.parse::<usize>().unwrap()];
+        for _ in 0..n {
+            if side == "ours" {
+                let end = memchr::memchr(b'\n', l).map_or(l.len(), |i| i.saturating_sub(1));
+                ok += usize::from(black_box(Command::parse(black_box(&l[..end]))).is_ok());
+            } else {
+                ok += usize::from(black_box(Request::parse(&mut black_box(l).iter())).is_ok());
+            }
+        }
+        println!("{group} x{n}: {ok} accepted");
+        return;
+    }
     for _ in 0..n {
         match group {
             "commands-ours" => {

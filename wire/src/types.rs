@@ -30,6 +30,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// Maximum length of a [`Domain`] in octets (RFC 5321 §4.5.3.1.2).
 pub const MAX_DOMAIN_LEN: usize = 255;
@@ -206,6 +207,127 @@ pub(crate) mod class {
     }
 }
 
+/// An immutable string that may share its buffer with other values parsed from the same line.
+///
+/// A parsed command stores its validated fields (mailbox, ENVID, ORCPT, unknown parameters) as
+/// ranges into one copy of the line: one allocation per command instead of one per field.
+/// Values built on their own (`TryFrom<&str>`) get a buffer of their own. Equality, ordering and
+/// hashing are those of the string, never of the buffer.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    buf: Arc<str>,
+    start: u32,
+    end: u32,
+}
+
+impl Shared {
+    /// A value with its own buffer.
+    pub(crate) fn new(s: &str) -> Shared {
+        let buf: Arc<str> = Arc::from(s);
+        Shared::range(&buf, 0, s.len())
+    }
+
+    /// A value with its own buffer from bytes the caller's scan accepted as ASCII; `None` if
+    /// they are not UTF-8 after all.
+    ///
+    /// `str::from_utf8` checks ASCII sixteen bytes at a time, but only from an aligned address
+    /// and not in the tail, where it goes byte by byte; for the short values here that byte loop
+    /// is most of the cost. Copied into an aligned scratch buffer padded with spaces to whole
+    /// blocks, the check is a few words.
+    #[inline]
+    pub(crate) fn from_ascii(b: &[u8]) -> Option<Shared> {
+        #[repr(align(16))]
+        struct Scratch([u8; 256]);
+        if b.len() > 240 {
+            return std::str::from_utf8(b).ok().map(Shared::new);
+        }
+        let mut scratch = Scratch([b' '; 256]);
+        scratch.0[..b.len()].copy_from_slice(b);
+        let padded = (b.len() + 15) & !15;
+        let s = std::str::from_utf8(&scratch.0[..padded]).ok()?;
+        Some(Shared::new(s.get(..b.len())?))
+    }
+
+    /// `buf[start..end]`, sharing `buf`. Every validated value is far below 4 GiB (the longest,
+    /// an AUTH initial response, is bounded by a 12,288-octet line), so the offsets fit in u32;
+    /// an out-of-range or non-boundary range reads as empty rather than panicking.
+    pub(crate) fn range(buf: &Arc<str>, start: usize, end: usize) -> Shared {
+        match (u32::try_from(start), u32::try_from(end)) {
+            (Ok(start), Ok(end)) => Shared {
+                buf: Arc::clone(buf),
+                start,
+                end,
+            },
+            _ => Shared {
+                buf: Arc::from(""),
+                start: 0,
+                end: 0,
+            },
+        }
+    }
+
+    /// `self[start..end]`, sharing the buffer.
+    pub(crate) fn sub(&self, start: usize, end: usize) -> Shared {
+        let base = self.start as usize;
+        Shared::range(&self.buf, base + start, base + end.min(self.len()))
+    }
+
+    /// The string.
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        // Invariant: constructed on character boundaries inside `buf`.
+        self.buf
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or_default()
+    }
+}
+
+impl From<&str> for Shared {
+    fn from(s: &str) -> Shared {
+        Shared::new(s)
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Shared) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Shared {}
+
+impl PartialOrd for Shared {
+    fn partial_cmp(&self, other: &Shared) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Shared {
+    fn cmp(&self, other: &Shared) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Shared {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// Why a [`Domain`] was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -251,7 +373,7 @@ pub enum DomainError {
 /// U-labels (non-ASCII UTF-8, RFC 6531) are accepted: see [`Domain::requires_smtputf8`].
 /// The value is kept as written (case preserved).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Domain(String);
+pub struct Domain(pub(crate) Shared);
 
 fn is_ldh_label(label: &str) -> Result<(), DomainError> {
     if label.is_empty() {
@@ -415,7 +537,7 @@ fn check_ascii_label(label: &[u8]) -> Result<(), DomainError> {
 impl Domain {
     /// The domain as written.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// True for an address literal such as `[192.0.2.1]` or `[IPv6:2001:db8::1]`.
@@ -430,15 +552,15 @@ impl Domain {
 
     /// Case-insensitive comparison, as SMTP compares domains (RFC 5321 §2.4).
     pub fn eq_ignore_ascii_case(&self, other: &Domain) -> bool {
-        self.0.eq_ignore_ascii_case(&other.0)
+        self.0.eq_ignore_ascii_case(other.as_str())
     }
 }
 
 impl Domain {
     /// A domain already validated by [`ascii_domain_len`] or [`validate_domain`].
-    pub(crate) fn from_validated(s: &str) -> Domain {
-        debug_assert_eq!(validate_domain(s), Ok(()));
-        Domain(s.to_owned())
+    pub(crate) fn from_validated(s: Shared) -> Domain {
+        debug_assert_eq!(validate_domain(&s), Ok(()));
+        Domain(s)
     }
 }
 
@@ -446,7 +568,7 @@ impl TryFrom<&str> for Domain {
     type Error = DomainError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
         validate_domain(s)?;
-        Ok(Domain(s.to_owned()))
+        Ok(Domain(Shared::new(s)))
     }
 }
 
@@ -680,7 +802,7 @@ impl fmt::Display for LocalPart {
 /// quotes the local part only when needed, so `"john"@example.org` becomes `john@example.org`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mailbox {
-    wire: String,
+    wire: Shared,
     /// Index of the `@` that separates local part and domain.
     at: usize,
 }
@@ -696,12 +818,15 @@ impl Mailbox {
         if wire.len() > MAX_MAILBOX_LEN {
             return Err(AddressError::MailboxTooLong { len: wire.len() });
         }
-        Ok(Mailbox { wire, at })
+        Ok(Mailbox {
+            wire: Shared::new(&wire),
+            at,
+        })
     }
 
     /// The canonical wire form `local@domain`.
     pub fn as_str(&self) -> &str {
-        &self.wire
+        self.wire.as_str()
     }
 
     /// The local part in wire form (quoted if needed).
@@ -726,9 +851,9 @@ impl Mailbox {
         &self.wire[self.at + 1..]
     }
 
-    /// The domain part. Allocates.
+    /// The domain part. Shares the mailbox's buffer: no allocation.
     pub fn domain(&self) -> Domain {
-        Domain(self.domain_str().to_owned())
+        Domain(self.wire.sub(self.at + 1, self.wire.len()))
     }
 
     /// True when local part or domain is non-ASCII, which needs SMTPUTF8 (RFC 6531).
@@ -793,7 +918,7 @@ impl Mailbox {
         let domain = &rest[..dom_end];
         let mailbox = if local_wire.starts_with('"') {
             let local = LocalPart::parse_wire(local_wire)?;
-            Mailbox::new(&local, &Domain(domain.to_owned()))?
+            Mailbox::new(&local, &Domain(Shared::new(domain)))?
         } else {
             if !(dot_string_ok || is_dot_string(local_wire)) {
                 return Err(match local_wire.chars().find(|c| c.is_control()) {
@@ -812,7 +937,7 @@ impl Mailbox {
                 return Err(AddressError::MailboxTooLong { len });
             }
             Mailbox {
-                wire: s[..len].to_owned(),
+                wire: Shared::new(&s[..len]),
                 at: local_end,
             }
         };
@@ -822,35 +947,40 @@ impl Mailbox {
 
 impl Mailbox {
     /// The fast path of [`Mailbox::parse_prefix`] for the common mailbox: an ASCII Dot-string
-    /// local part and an ASCII LDH domain. Returns the mailbox and its length in `s`, or `None`
-    /// when the general parser must decide (quoting, U-labels, literals, and every error).
+    /// local part and an ASCII LDH domain. Returns the offset of the `@` and the mailbox's
+    /// length in `b`, or `None` when the general parser must decide (quoting, U-labels,
+    /// literals, and every error). Every byte it accepts is printable ASCII.
     #[inline]
-    pub(crate) fn parse_plain_prefix(s: &str) -> Option<(Mailbox, usize)> {
-        let b = s.as_bytes();
+    pub(crate) fn plain_prefix_len(b: &[u8]) -> Option<(usize, usize)> {
+        // Dot-string = Atom *("." Atom): one tight loop per atom; an empty atom is a leading,
+        // trailing or doubled dot, or an empty local part.
         let mut i = 0;
-        // Starts true so that an empty local part or a leading dot is refused.
-        let mut prev_dot = true;
-        while i < b.len() {
-            let c = b[i];
-            if class::is(c, class::ATEXT) {
-                prev_dot = false;
-            } else if c == b'.' && !prev_dot {
-                prev_dot = true;
-            } else {
-                break;
+        loop {
+            let start = i;
+            while i < b.len() && class::is(b[i], class::ATEXT) {
+                i += 1;
             }
-            i += 1;
+            if i == start {
+                return None;
+            }
+            match b.get(i) {
+                Some(b'.') => i += 1,
+                Some(b'@') => break,
+                _ => return None,
+            }
         }
-        if prev_dot || i > MAX_LOCAL_PART_LEN || b.get(i) != Some(&b'@') {
+        if i > MAX_LOCAL_PART_LEN {
             return None;
         }
-        let len = i + 1 + ascii_domain_len(&b[i + 1..])?;
-        if len > MAX_MAILBOX_LEN {
-            return None;
-        }
-        // Every byte up to `len` is ASCII, so it is a character boundary.
-        let wire = s.get(..len)?.to_owned();
-        Some((Mailbox { wire, at: i }, len))
+        let len = i + 1 + ascii_domain_len(b.get(i + 1..)?)?;
+        (len <= MAX_MAILBOX_LEN).then_some((i, len))
+    }
+
+    /// A mailbox from a buffer already validated by [`Mailbox::plain_prefix_len`] or
+    /// [`Mailbox::parse_prefix`], with its `@` at `at`.
+    pub(crate) fn from_validated(wire: Shared, at: usize) -> Mailbox {
+        debug_assert!(Mailbox::try_from(wire.as_str()).is_ok_and(|m| m.as_str() == &*wire));
+        Mailbox { wire, at }
     }
 }
 
@@ -1085,7 +1215,7 @@ macro_rules! string_newtype_common {
             type Error = TokenError;
             fn try_from(s: &str) -> Result<Self, Self::Error> {
                 Self::validate(s)?;
-                Ok($t(s.to_owned()))
+                Ok($t(s.into()))
             }
         }
     };
@@ -1097,7 +1227,7 @@ macro_rules! string_newtype_common {
 /// esmtp-keyword  = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EsmtpKeyword(String);
+pub struct EsmtpKeyword(Shared);
 
 impl EsmtpKeyword {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
@@ -1118,9 +1248,9 @@ impl EsmtpKeyword {
     }
 
     /// A keyword already validated by a byte scan equivalent to [`EsmtpKeyword::validate`].
-    pub(crate) fn from_validated(s: &str) -> EsmtpKeyword {
-        debug_assert_eq!(Self::validate(s), Ok(()));
-        EsmtpKeyword(s.to_owned())
+    pub(crate) fn from_validated(s: Shared) -> EsmtpKeyword {
+        debug_assert_eq!(Self::validate(&s), Ok(()));
+        EsmtpKeyword(s)
     }
 }
 string_newtype_common!(EsmtpKeyword);
@@ -1132,7 +1262,7 @@ string_newtype_common!(EsmtpKeyword);
 /// esmtp-value    =/ UTF8-non-ascii           ; RFC 6531, needs SMTPUTF8
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EsmtpValue(String);
+pub struct EsmtpValue(Shared);
 
 impl EsmtpValue {
     pub(crate) fn validate(s: &str) -> Result<(), TokenError> {
@@ -1152,9 +1282,9 @@ impl EsmtpValue {
     }
 
     /// A value already validated by a byte scan equivalent to [`EsmtpValue::validate`].
-    pub(crate) fn from_validated(s: &str) -> EsmtpValue {
-        debug_assert_eq!(Self::validate(s), Ok(()));
-        EsmtpValue(s.to_owned())
+    pub(crate) fn from_validated(s: Shared) -> EsmtpValue {
+        debug_assert_eq!(Self::validate(&s), Ok(()));
+        EsmtpValue(s)
     }
 }
 string_newtype_common!(EsmtpValue);

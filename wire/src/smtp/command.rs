@@ -9,10 +9,12 @@ use nom::character::char;
 use nom::combinator::{all_consuming, opt};
 use nom::sequence::preceded;
 
-use super::params::{MailParams, ParamError, RcptParams, parse_u64, put_u64};
+use super::params::{
+    MailParams, ParamError, RcptParams, Span, parse_u64, parse_u64_bytes, put_u64, sub,
+};
 use crate::types::{
     AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
-    Mailbox, ReversePath, SaslMechanism, SmtpText, TokenError, ascii_domain_len, class,
+    Mailbox, ReversePath, SaslMechanism, Shared, SmtpText, TokenError, ascii_domain_len, class,
     parse_path_prefix,
 };
 
@@ -302,6 +304,9 @@ impl Command {
         line: &[u8],
         opts: &CommandOptions,
     ) -> Result<Command, CommandError> {
+        if FAST && let Some(cmd) = fast_command(line, opts) {
+            return Ok(cmd);
+        }
         let len = line.len() + 2;
         let is_auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH");
         let max = if is_auth {
@@ -323,9 +328,6 @@ impl Command {
             return r;
         }
         let rest = std::str::from_utf8(rest).map_err(|_| CommandError::InvalidUtf8)?;
-        if FAST && let Some(cmd) = fast_command(verb, rest) {
-            return Ok(cmd);
-        }
         Ok(match verb {
             Verb::Ehlo => Command::Ehlo(Domain::try_from(required_arg(rest, "EHLO")?)?),
             Verb::Helo => Command::Helo(Domain::try_from(required_arg(rest, "HELO")?)?),
@@ -432,46 +434,142 @@ impl Command {
     }
 }
 
-/// The fast paths of [`Command::parse_with`], called after the length, control-byte, verb and
-/// UTF-8 checks: `Some` only for the value the general code returns on the same line.
-fn fast_command(verb: Verb, rest: &str) -> Option<Command> {
+/// The fast path of [`Command::parse_with`]: `Some` only for the value the general code returns
+/// on the same line, `None` to let the general code decide (and name every error).
+///
+/// It checks every byte of the line against the grammar in one pass per field, and accepts only
+/// printable ASCII, so the general code's control-byte and UTF-8 checks hold without a separate
+/// scan. The validated values share one copy of the line (see [`Shared`]), made at the end.
+fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
+    if line.len() + 2 > opts.max_line_len {
+        return None;
+    }
+    let (verb, rest) = verb(line)?;
+    let bare = |cmd| rest.is_empty().then_some(cmd);
     match verb {
-        Verb::Mail => {
-            let r = path_intro(rest, "FROM", "MAIL").ok()?.strip_prefix('<')?;
-            let (from, r) = match r.strip_prefix('>') {
-                Some(r) => (ReversePath::Null, r),
-                None => {
-                    let (m, n) = Mailbox::parse_plain_prefix(r)?;
-                    (ReversePath::Mailbox(m), r.get(n..)?.strip_prefix('>')?)
-                }
+        Verb::Data => bare(Command::Data),
+        Verb::Rset => bare(Command::Rset),
+        Verb::Quit => bare(Command::Quit),
+        Verb::StartTls => bare(Command::StartTls),
+        Verb::Noop => bare(Command::Noop(None)),
+        Verb::Help => bare(Command::Help(None)),
+        Verb::Bdat => {
+            let r = rest.strip_prefix(b" ")?;
+            let digits = r.iter().take_while(|c| c.is_ascii_digit()).count();
+            let last = match &r[digits..] {
+                [] => false,
+                [b' ', l @ ..] if l.eq_ignore_ascii_case(b"LAST") => true,
+                _ => return None,
             };
-            let params = MailParams::parse_fast(r)?;
-            Some(Command::Mail { from, params })
-        }
-        Verb::Rcpt => {
-            let r = path_intro(rest, "TO", "RCPT").ok()?.strip_prefix('<')?;
-            // `<Postmaster>` has no '@' and takes the general path.
-            let (m, n) = Mailbox::parse_plain_prefix(r)?;
-            let r = r.get(n..)?.strip_prefix('>')?;
-            let params = RcptParams::parse_fast(r)?;
-            Some(Command::Rcpt {
-                to: ForwardPath::Mailbox(m),
-                params,
-            })
+            let size = parse_u64_bytes(&r[..digits])?;
+            Some(Command::Bdat { size, last })
         }
         Verb::Ehlo | Verb::Helo => {
-            let arg = rest.strip_prefix(' ')?;
-            if ascii_domain_len(arg.as_bytes())? != arg.len() {
+            let arg = rest.strip_prefix(b" ")?;
+            if ascii_domain_len(arg)? != arg.len() {
                 return None;
             }
-            let d = Domain::from_validated(arg);
+            // The domain is ASCII: the conversion only satisfies the type system.
+            let d = Domain::from_validated(Shared::from_ascii(arg)?);
             Some(match verb {
                 Verb::Ehlo => Command::Ehlo(d),
                 _ => Command::Helo(d),
             })
         }
-        _ => None,
+        Verb::Mail => {
+            let (path, i) = fast_path(rest, b"FROM")?;
+            let params = MailParams::parse_fast(rest, i)?;
+            let (from, params) = match (path, params.cover()) {
+                (None, None) => (ReversePath::Null, params.build(None, 0)),
+                // The common case: only the mailbox is kept, in a buffer of its own.
+                (Some((at, span)), None) => (
+                    ReversePath::Mailbox(own_mailbox(rest, at, span)?),
+                    params.build(None, 0),
+                ),
+                (path, Some(mut c)) => {
+                    if let Some((_, span)) = path {
+                        c.start = c.start.min(span.start);
+                        c.end = c.end.max(span.end);
+                    }
+                    let buf = Shared::from_ascii(rest.get(c.start..c.end)?)?;
+                    let from = match path {
+                        Some((at, span)) => ReversePath::Mailbox(mailbox(&buf, c.start, at, span)),
+                        None => ReversePath::Null,
+                    };
+                    (from, params.build(Some(&buf), c.start))
+                }
+            };
+            Some(Command::Mail { from, params })
+        }
+        Verb::Rcpt => {
+            // `<Postmaster>` has no '@' and takes the general path.
+            let (path, i) = fast_path(rest, b"TO")?;
+            let (at, span) = path?;
+            let params = RcptParams::parse_fast(rest, i)?;
+            let (to, params) = match params.cover() {
+                None => (own_mailbox(rest, at, span)?, params.build(None, 0)),
+                Some(c) => {
+                    let c = Span {
+                        start: c.start.min(span.start),
+                        end: c.end.max(span.end),
+                    };
+                    let buf = Shared::from_ascii(rest.get(c.start..c.end)?)?;
+                    (
+                        mailbox(&buf, c.start, at, span),
+                        params.build(Some(&buf), c.start),
+                    )
+                }
+            };
+            Some(Command::Rcpt {
+                to: ForwardPath::Mailbox(to),
+                params,
+            })
+        }
+        Verb::Vrfy | Verb::Expn | Verb::Auth => None,
     }
+}
+
+/// `SP keyword ":" [SP] "<" ( ">" / plain-mailbox ">" )` at the start of `rest`: the mailbox's
+/// `@` offset and span (`None` for `<>`), and the index after the `>`.
+#[inline]
+fn fast_path(rest: &[u8], keyword: &[u8]) -> Option<(Option<(usize, Span)>, usize)> {
+    let n = keyword.len();
+    let b = rest;
+    if b.len() < n + 3
+        || b[0] != b' '
+        || !b[1..=n].eq_ignore_ascii_case(keyword)
+        || b[n + 1] != b':'
+    {
+        return None;
+    }
+    let mut i = n + 2;
+    if b[i] == b' ' {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'<') {
+        return None;
+    }
+    i += 1;
+    if b.get(i) == Some(&b'>') {
+        return Some((None, i + 1));
+    }
+    let (at, len) = Mailbox::plain_prefix_len(&b[i..])?;
+    let span = Span {
+        start: i,
+        end: i + len,
+    };
+    (b.get(span.end) == Some(&b'>')).then_some((Some((i + at, span)), span.end + 1))
+}
+
+/// A mailbox the fast path validated at `span` of `rest`, in a buffer of its own.
+#[inline]
+fn own_mailbox(rest: &[u8], at: usize, span: Span) -> Option<Mailbox> {
+    let wire = Shared::from_ascii(rest.get(span.start..span.end)?)?;
+    Some(Mailbox::from_validated(wire, at - span.start))
+}
+
+fn mailbox(buf: &Shared, base: usize, at: usize, span: Span) -> Mailbox {
+    Mailbox::from_validated(sub(buf, base, span), at - span.start)
 }
 
 fn put_arg(out: &mut BytesMut, s: &str) {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::types::{
     AddressError, EsmtpKeyword, EsmtpValue, MAX_ESMTP_KEYWORD_LEN, MAX_ESMTP_VALUE_LEN, Mailbox,
-    TokenError, class,
+    Shared, TokenError, class,
 };
 use bytes::{BufMut, BytesMut};
 
@@ -43,7 +43,7 @@ pub enum XtextError {
 /// Holds the decoded value; `TryFrom<&str>` takes a decoded value, [`XText::decode`] takes the
 /// wire form, `Display` writes the encoded form. Decoded values never contain control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct XText(String);
+pub struct XText(Shared);
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -80,7 +80,11 @@ impl XText {
             return Err(XtextError::Empty);
         }
         if class::all(b, class::XCHAR) {
-            return Ok(XText(wire.to_owned()));
+            // The same bound `check_value` puts on decoded values.
+            if b.len() > MAX_ESMTP_VALUE_LEN {
+                return Err(XtextError::TooLong);
+            }
+            return Ok(XText(Shared::new(wire)));
         }
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
@@ -104,12 +108,12 @@ impl XText {
         }
         let s = String::from_utf8(out).map_err(|_| XtextError::NotUtf8)?;
         check_value(&s)?;
-        Ok(XText(s))
+        Ok(XText(Shared::new(&s)))
     }
 
     /// The decoded value.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// Appends the encoded form.
@@ -132,7 +136,7 @@ impl TryFrom<&str> for XText {
     type Error = XtextError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
         check_value(s)?;
-        Ok(XText(s.to_owned()))
+        Ok(XText(Shared::new(s)))
     }
 }
 
@@ -288,16 +292,20 @@ pub enum Notify {
 
 impl Notify {
     fn parse(v: &str) -> Result<Notify, ParamError> {
-        if v.eq_ignore_ascii_case("NEVER") {
+        Notify::parse_bytes(v.as_bytes())
+    }
+
+    fn parse_bytes(v: &[u8]) -> Result<Notify, ParamError> {
+        if kw_is(v, b"NEVER") {
             return Ok(Notify::Never);
         }
         let (mut success, mut failure, mut delay) = (false, false, false);
-        for item in v.split(',') {
-            let flag = if item.eq_ignore_ascii_case("SUCCESS") {
+        for item in v.split(|&c| c == b',') {
+            let flag = if kw_is(item, b"SUCCESS") {
                 &mut success
-            } else if item.eq_ignore_ascii_case("FAILURE") {
+            } else if kw_is(item, b"FAILURE") {
                 &mut failure
-            } else if item.eq_ignore_ascii_case("DELAY") {
+            } else if kw_is(item, b"DELAY") {
                 &mut delay
             } else {
                 return Err(ParamError::InvalidNotify);
@@ -440,12 +448,23 @@ fn for_each_param<'a>(
     Ok(())
 }
 
+/// A range of the argument bytes the fast paths validated, before the line is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+/// An unknown parameter's keyword and value spans; an empty value span means no value (a
+/// present value is never empty). Kept small: the fast paths move these by value.
+type OtherSpan = (u16, u16, u16, u16);
+
 /// Scans one `SP esmtp-keyword ["=" esmtp-value]` item at `i` for the fast paths: the keyword,
 /// the value and the index after the item, or `None` for anything [`for_each_param`]'s
 /// validating split would have to look at (non-ASCII, a stray `=`, limits, malformed lists).
+/// Every accepted byte is printable ASCII.
 #[inline]
-fn fast_item(s: &str, i: usize) -> Option<(&str, Option<&str>, usize)> {
-    let b = s.as_bytes();
+fn fast_item(b: &[u8], i: usize) -> Option<(Span, Option<Span>, usize)> {
     if b.get(i) != Some(&b' ') {
         return None;
     }
@@ -468,13 +487,15 @@ fn fast_item(s: &str, i: usize) -> Option<(&str, Option<&str>, usize)> {
         if len == 0 || len > MAX_ESMTP_VALUE_LEN {
             return None;
         }
-        // Keyword and value bytes are ASCII, so every index here is a character boundary.
-        value = Some(s.get(kw_end + 1..end)?);
+        value = Some(Span {
+            start: kw_end + 1,
+            end,
+        });
     }
     if end < b.len() && b[end] != b' ' {
         return None;
     }
-    Some((s.get(start..kw_end)?, value, end))
+    Some((Span { start, end: kw_end }, value, end))
 }
 
 /// True when `k` (an LDH keyword) is `name`, compared by length and first letter before the
@@ -491,21 +512,92 @@ fn kw_is(k: &[u8], name: &[u8]) -> bool {
 
 /// The fast path's xtext: only the common form without `+XX` escapes, which needs no decoding.
 #[inline]
-fn plain_xtext(v: &str) -> Option<XText> {
-    (!v.is_empty() && class::all(v.as_bytes(), class::XCHAR)).then(|| XText(v.to_owned()))
+fn plain_xtext(b: &[u8], v: Span) -> Option<Span> {
+    let x = b.get(v.start..v.end)?;
+    (!x.is_empty() && class::all(x, class::XCHAR)).then_some(v)
 }
 
-/// An unknown parameter for the fast paths; `None` on a duplicate (the general parser names it).
-#[inline]
-fn fast_other(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Option<()> {
-    if other.iter().any(|p| p.keyword.is(k)) {
-        return None;
+/// Unknown parameters the fast paths carry; a list longer than this takes the general path.
+const FAST_OTHER: usize = 4;
+
+/// The unknown parameters of a fast parse, as spans until the line is copied.
+#[derive(Debug, Default)]
+pub(crate) struct FastOther {
+    items: [OtherSpan; FAST_OTHER],
+    len: usize,
+}
+
+fn span16(start: usize, end: usize) -> Option<(u16, u16)> {
+    Some((u16::try_from(start).ok()?, u16::try_from(end).ok()?))
+}
+
+fn unspan16((start, end): (u16, u16)) -> Span {
+    Span {
+        start: usize::from(start),
+        end: usize::from(end),
     }
-    other.push(EsmtpParam {
-        keyword: EsmtpKeyword::from_validated(k),
-        value: v.map(EsmtpValue::from_validated),
+}
+
+impl FastOther {
+    /// Adds an unknown parameter; `None` on a duplicate (the general parser names it), when
+    /// the list is full or beyond 64 KiB.
+    #[inline]
+    fn push(&mut self, b: &[u8], k: Span, v: Option<Span>) -> Option<()> {
+        let kw = &b[k.start..k.end];
+        let dup = self.items[..self.len]
+            .iter()
+            .any(|&(ks, ke, _, _)| b[usize::from(ks)..usize::from(ke)].eq_ignore_ascii_case(kw));
+        if dup {
+            return None;
+        }
+        let (ks, ke) = span16(k.start, k.end)?;
+        let (vs, ve) = match v {
+            Some(v) => span16(v.start, v.end)?,
+            None => (ke, ke),
+        };
+        *self.items.get_mut(self.len)? = (ks, ke, vs, ve);
+        self.len += 1;
+        Some(())
+    }
+
+    fn cover(&self, c: &mut Option<Span>) {
+        for &(ks, _, _, ve) in &self.items[..self.len] {
+            // The value, when present, follows the keyword.
+            widen(c, unspan16((ks, ve)));
+        }
+    }
+
+    fn build(&self, buf: &Shared, base: usize) -> Vec<EsmtpParam> {
+        if self.len == 0 {
+            return Vec::new();
+        }
+        self.items[..self.len]
+            .iter()
+            .map(|&(ks, ke, vs, ve)| EsmtpParam {
+                keyword: EsmtpKeyword::from_validated(sub(buf, base, unspan16((ks, ke)))),
+                value: (vs < ve)
+                    .then(|| EsmtpValue::from_validated(sub(buf, base, unspan16((vs, ve))))),
+            })
+            .collect()
+    }
+}
+
+/// `span` of the argument as a slice of `buf`, which holds the argument from offset `base`.
+#[inline]
+pub(crate) fn sub(buf: &Shared, base: usize, span: Span) -> Shared {
+    buf.sub(span.start - base, span.end - base)
+}
+
+/// Widens `c` to cover `s`.
+#[inline]
+pub(crate) fn widen(c: &mut Option<Span>, s: Span) {
+    *c = Some(match *c {
+        None => s,
+        Some(a) => Span {
+            start: a.start.min(s.start),
+            end: a.end.max(s.end),
+        },
     });
-    Some(())
 }
 
 /// `Some(v)` into an empty slot, `None` (the general parser's duplicate error) otherwise.
@@ -516,6 +608,68 @@ fn put_once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
     }
     *slot = Some(v);
     Some(())
+}
+
+/// A MAIL parameter list parsed by the fast path: the typed parameters, and the spans of the
+/// values that still need the line's copy.
+#[derive(Debug, Default)]
+pub(crate) struct FastMail {
+    params: MailParams,
+    envid: Option<Span>,
+    other: FastOther,
+}
+
+impl FastMail {
+    /// The range of the line that must be copied, if any.
+    pub(crate) fn cover(&self) -> Option<Span> {
+        let mut c = self.envid;
+        self.other.cover(&mut c);
+        c
+    }
+
+    /// The parameters, with stored values cut from `buf`, which holds the argument from
+    /// offset `base` and covers [`FastMail::spans`].
+    pub(crate) fn build(self, buf: Option<&Shared>, base: usize) -> MailParams {
+        let mut p = self.params;
+        if let Some(buf) = buf {
+            p.envid = self.envid.map(|e| XText(sub(buf, base, e)));
+            p.other = self.other.build(buf, base);
+        }
+        p
+    }
+}
+
+/// An RCPT parameter list parsed by the fast path, like [`FastMail`].
+#[derive(Debug, Default)]
+pub(crate) struct FastRcpt {
+    params: RcptParams,
+    orcpt: Option<(Span, Span)>,
+    other: FastOther,
+}
+
+impl FastRcpt {
+    /// The range of the line that must be copied, if any.
+    pub(crate) fn cover(&self) -> Option<Span> {
+        let mut c = self.orcpt.map(|(t, a)| Span {
+            start: t.start,
+            end: a.end,
+        });
+        self.other.cover(&mut c);
+        c
+    }
+
+    /// The parameters, like [`FastMail::build`].
+    pub(crate) fn build(self, buf: Option<&Shared>, base: usize) -> RcptParams {
+        let mut p = self.params;
+        if let Some(buf) = buf {
+            p.orcpt = self.orcpt.map(|(t, a)| Orcpt {
+                addr_type: EsmtpKeyword::from_validated(sub(buf, base, t)),
+                addr: XText(sub(buf, base, a)),
+            });
+            p.other = self.other.build(buf, base);
+        }
+        p
+    }
 }
 
 const MAIL_KEYWORDS: &[&[u8]] = &[b"SIZE", b"BODY", b"SMTPUTF8", b"RET", b"ENVID", b"AUTH"];
@@ -565,7 +719,12 @@ fn other_param(k: &str, v: Option<&str>, other: &mut Vec<EsmtpParam>) -> Result<
 
 /// `1*20DIGIT` that fits in 64 bits.
 pub(crate) fn parse_u64(v: &str) -> Option<u64> {
-    let b = v.as_bytes();
+    parse_u64_bytes(v.as_bytes())
+}
+
+/// [`parse_u64`] on bytes.
+#[inline]
+pub(crate) fn parse_u64_bytes(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 20 {
         return None;
     }
@@ -658,19 +817,22 @@ impl MailParams {
         Ok(p)
     }
 
-    /// The fast path of [`MailParams::parse`]: the same result for the common parameters, or
-    /// `None` when the general parser must decide (`AUTH=`, xtext escapes, any error).
-    pub(crate) fn parse_fast(s: &str) -> Option<MailParams> {
-        let mut p = MailParams::default();
-        let mut i = 0;
-        while i < s.len() {
-            let (k, v, end) = fast_item(s, i)?;
+    /// The fast path of [`MailParams::parse`] on the argument bytes `b` from offset `i`: the
+    /// same result for the common parameters, or `None` when the general parser must decide
+    /// (`AUTH=`, xtext escapes, non-ASCII, any error). Every accepted byte is printable ASCII.
+    #[inline]
+    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<FastMail> {
+        let mut f = FastMail::default();
+        let p = &mut f.params;
+        while i < b.len() {
+            let (k, v, end) = fast_item(b, i)?;
             i = end;
-            let kb = k.as_bytes();
+            let kb = &b[k.start..k.end];
+            let val = v.map(|v| &b[v.start..v.end]);
             if kw_is(kb, b"SIZE") {
-                put_once(&mut p.size, parse_u64(v?)?)?;
+                put_once(&mut p.size, parse_u64_bytes(val?)?)?;
             } else if kw_is(kb, b"BODY") {
-                let v = v?.as_bytes();
+                let v = val?;
                 let body = if kw_is(v, b"8BITMIME") {
                     Body::EightBitMime
                 } else if kw_is(v, b"7BIT") {
@@ -687,7 +849,7 @@ impl MailParams {
                 }
                 p.smtputf8 = true;
             } else if kw_is(kb, b"RET") {
-                let v = v?.as_bytes();
+                let v = val?;
                 let ret = if kw_is(v, b"FULL") {
                     Ret::Full
                 } else if kw_is(v, b"HDRS") {
@@ -697,14 +859,14 @@ impl MailParams {
                 };
                 put_once(&mut p.ret, ret)?;
             } else if kw_is(kb, b"ENVID") {
-                put_once(&mut p.envid, plain_xtext(v?)?)?;
+                put_once(&mut f.envid, plain_xtext(b, v?)?)?;
             } else if kw_is(kb, b"AUTH") {
                 return None;
             } else {
-                fast_other(k, v, &mut p.other)?;
+                f.other.push(b, k, v)?;
             }
         }
-        Some(p)
+        Some(f)
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) {
@@ -765,41 +927,52 @@ impl RcptParams {
         Ok(p)
     }
 
-    /// The fast path of [`RcptParams::parse`]: the same result for the common parameters, or
-    /// `None` when the general parser must decide (xtext escapes, any error).
-    pub(crate) fn parse_fast(s: &str) -> Option<RcptParams> {
-        let mut p = RcptParams::default();
-        let mut i = 0;
-        while i < s.len() {
-            let (k, v, end) = fast_item(s, i)?;
+    /// The fast path of [`RcptParams::parse`], like [`MailParams::parse_fast`].
+    #[inline]
+    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<FastRcpt> {
+        let mut f = FastRcpt::default();
+        while i < b.len() {
+            let (k, v, end) = fast_item(b, i)?;
             i = end;
-            let kb = k.as_bytes();
+            let kb = &b[k.start..k.end];
             if kw_is(kb, b"NOTIFY") {
-                put_once(&mut p.notify, Notify::parse(v?).ok()?)?;
+                let v = v?;
+                put_once(
+                    &mut f.params.notify,
+                    Notify::parse_bytes(&b[v.start..v.end]).ok()?,
+                )?;
             } else if kw_is(kb, b"ORCPT") {
                 let v = v?;
-                let semi = memchr::memchr(b';', v.as_bytes())?;
-                // ';' is ASCII, so both sides are character boundaries.
-                let (t, a) = (v.get(..semi)?, v.get(semi + 1..)?);
-                let tb = t.as_bytes();
-                if tb.is_empty()
-                    || tb.len() > MAX_ESMTP_KEYWORD_LEN
-                    || tb[0] == b'-'
-                    || !class::all(tb, class::LDH)
+                // addr-type is an esmtp-keyword, so it ends at the first ';', as the general
+                // parser splits.
+                let mut t = v.start;
+                while t < v.end && class::is(b[t], class::LDH) {
+                    t += 1;
+                }
+                let ty = Span {
+                    start: v.start,
+                    end: t,
+                };
+                if t == v.start
+                    || t - v.start > MAX_ESMTP_KEYWORD_LEN
+                    || b[v.start] == b'-'
+                    || b.get(t) != Some(&b';')
                 {
                     return None;
                 }
-                let addr = plain_xtext(a)?;
-                let orcpt = Orcpt {
-                    addr_type: EsmtpKeyword::from_validated(t),
-                    addr,
-                };
-                put_once(&mut p.orcpt, orcpt)?;
+                let addr = plain_xtext(
+                    b,
+                    Span {
+                        start: t + 1,
+                        end: v.end,
+                    },
+                )?;
+                put_once(&mut f.orcpt, (ty, addr))?;
             } else {
-                fast_other(k, v, &mut p.other)?;
+                f.other.push(b, k, v)?;
             }
         }
-        Some(p)
+        Some(f)
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) {

@@ -1250,7 +1250,119 @@ fn command_fast_paths_agree_with_general_parser() {
     }
 }
 
+#[test]
+fn command_fast_paths_agree_on_bare_verbs_bdat_and_stored_values() {
+    let many = format!("MAIL FROM:<a@b.c>{}", " X-A=1 X-B X-C=3 X-D=4 X-E=5");
+    let lines: &[&[u8]] = &[
+        b"DATA",
+        b"data",
+        b"DATA ",
+        b"DATA x",
+        b"DATAX",
+        b"RSET",
+        b"QUIT",
+        b"STARTTLS",
+        b"StartTls",
+        b"STARTTLS now",
+        b"NOOP",
+        b"NOOP ",
+        b"NOOP hello",
+        b"HELP",
+        b"HELP MAIL",
+        b"BDAT 65536 LAST",
+        b"bdat 1 last",
+        b"BDAT 0",
+        b"BDAT",
+        b"BDAT ",
+        b"BDAT  1",
+        b"BDAT 1 ",
+        b"BDAT 1 LASTX",
+        b"BDAT 1 LAST ",
+        b"BDAT 1x",
+        b"BDAT -1",
+        b"BDAT 18446744073709551615",
+        b"BDAT 18446744073709551616",
+        b"BDAT 1\r\n",
+        b"MAIL FROM:<a@b.c> ENVID=QQ314159 X-A=1 X-B",
+        b"MAIL FROM:<> ENVID=x X-A=1",
+        b"MAIL FROM:<> SIZE=1",
+        b"MAIL FROM:<a@b.c> X-A=1 x-a",
+        b"MAIL FROM:<a@b.c> X-A=1 X-B=2 X-C=3 X-D=4",
+        many.as_bytes(),
+        b"MAIL FROM:<a@b.c> X-A=\xc3\xa9",
+        b"MAIL FROM:<a@b.c> SIZE=1\0",
+        b"MAIL FROM:<a@b.c>\x7f",
+        b"RCPT TO:<a@b.c> NOTIFY=NEVER X-A=1 ORCPT=rfc822;x@y.z",
+        b"RCPT TO:<a@b.c> NOTIFY=success,DELAY",
+        b"RCPT TO:<a@b.c> NOTIFY=SUCCESS,,DELAY",
+        b"RCPT TO:<a@b.c> NOTIFY=",
+        b"RCPT TO:<Postmaster>",
+        b"EHLO a.b\x01",
+        b"EHLO [192.0.2.1]",
+    ];
+    for line in lines {
+        assert_fast_agrees(line);
+    }
+    // Over the configured line limit: the general parser names the error.
+    let opts = CommandOptions {
+        max_line_len: 10,
+        ..CommandOptions::default()
+    };
+    for line in [&b"DATA"[..], b"MAIL FROM:<a@b.c>", b"BDAT 123456"] {
+        assert_eq!(
+            Command::parse_with(line, &opts),
+            Command::parse_general(line, &opts)
+        );
+    }
+}
+
+#[test]
+fn values_sharing_a_line_equal_standalone_values() {
+    let Command::Rcpt { to, params } =
+        Command::parse(b"RCPT TO:<a.b@c.org> ORCPT=rfc822;x@y.z X-K=v").unwrap()
+    else {
+        panic!("not RCPT");
+    };
+    let m = Mailbox::try_from("a.b@c.org").unwrap();
+    assert_eq!(to, ForwardPath::Mailbox(m.clone()));
+    assert_eq!(to.as_str(), "a.b@c.org");
+    let ForwardPath::Mailbox(parsed) = &to else {
+        panic!("not a mailbox");
+    };
+    assert_eq!(parsed.local_part_wire(), "a.b");
+    assert_eq!(parsed.domain(), Domain::try_from("c.org").unwrap());
+    assert_eq!(parsed.domain().as_str(), "c.org");
+    let hash = |v: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        use std::hash::Hasher;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        v(&mut h);
+        h.finish()
+    };
+    use std::hash::Hash;
+    assert_eq!(hash(&|h| parsed.hash(h)), hash(&|h| m.hash(h)));
+    let o = params.orcpt.unwrap();
+    assert_eq!(o.addr_type.as_str(), "rfc822");
+    assert_eq!(o.addr, XText::try_from("x@y.z").unwrap());
+    assert_eq!(params.other[0].keyword.as_str(), "X-K");
+    assert_eq!(params.other[0].value.as_ref().unwrap().as_str(), "v");
+    assert_eq!(
+        format!("{:?}", params.other[0].keyword),
+        "EsmtpKeyword(\"X-K\")"
+    );
+}
+
 proptest! {
+    #[test]
+    fn command_fast_paths_agree_on_generated_verbs(
+        line in "(DATA|RSET|QUIT|NOOP|HELP|BDAT|STARTTLS|data)( |  )?[0-9A-Za-z ]{0,8}"
+    ) {
+        let opts = CommandOptions::default();
+        prop_assert_eq!(
+            Command::parse_with(line.as_bytes(), &opts),
+            Command::parse_general(line.as_bytes(), &opts)
+        );
+    }
+
     #[test]
     fn command_fast_paths_agree_on_generated_lines(
         line in "(MAIL FROM|RCPT TO|mail from|EHLO|HELO)(:|: |:  | )?<?[a-z.\"@+-]{0,6}(@[a-z0-9.\\[\\]-]{0,8})?>?( (SIZE|BODY|RET|ENVID|AUTH|NOTIFY|ORCPT|SMTPUTF8|X|-Y)(=[A-Za-z0-9,;+=<>@ -]{0,10})?){0,3}"
