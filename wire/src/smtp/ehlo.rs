@@ -2,7 +2,7 @@
 
 use super::params::parse_u64;
 use super::reply::{Reply, ReplyCode, ReplyError, find_byte};
-use crate::types::{EsmtpKeyword, SaslMechanism};
+use crate::types::{EsmtpKeyword, SaslMechanism, Shared};
 
 /// Why an EHLO reply could not be read as capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,9 +91,17 @@ impl Capabilities {
             greeting: greeting.to_owned(),
             ..Capabilities::default()
         };
+        // Unknown keywords share one copy of the reply text, made on the first one.
+        let mut shared: Option<Shared> = None;
+        let text = reply.text();
         while let Some(r) = rest {
             let (line, kw, params, next) = next_line(r);
-            caps.add_line(line, kw, params)?;
+            // `kw` is a prefix of `r`, a suffix of `text`: its offset in `text`.
+            let kw_at = text.len() - r.len();
+            caps.add_line(line, kw, params, |k| {
+                let buf = shared.get_or_insert_with(|| Shared::new(text));
+                EsmtpKeyword::from_validated(buf.sub(kw_at, kw_at + k.len()))
+            })?;
             rest = next;
         }
         Ok(caps)
@@ -115,26 +123,34 @@ impl Capabilities {
     }
 
     /// One line after the first, already split at its first space into `kw` and `params`.
-    fn add_line(&mut self, line: &str, kw: &str, params: &str) -> Result<(), EhloError> {
+    /// `keyword` makes the [`EsmtpKeyword`] of an unknown extension from its validated text.
+    fn add_line(
+        &mut self,
+        line: &str,
+        kw: &str,
+        params: &str,
+        keyword: impl FnOnce(&str) -> EsmtpKeyword,
+    ) -> Result<(), EhloError> {
         if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
             // The pre-standard form some servers still send next to `AUTH`.
             self.add_auth(&line[5..]);
             return Ok(());
         }
+        // Dispatch on the table index: matching the keyword against byte strings a second
+        // time would repeat the comparisons.
         let key = EHLO_KEYWORDS
             .iter()
-            .copied()
-            .find(|n| n.len() == kw.len() && kw.as_bytes().eq_ignore_ascii_case(n));
-        let flag = match key.unwrap_or_default() {
-            b"PIPELINING" => &mut self.pipelining,
-            b"8BITMIME" => &mut self.eight_bit_mime,
-            b"SMTPUTF8" => &mut self.smtputf8,
-            b"STARTTLS" => &mut self.starttls,
-            b"ENHANCEDSTATUSCODES" => &mut self.enhanced_status_codes,
-            b"DSN" => &mut self.dsn,
-            b"CHUNKING" => &mut self.chunking,
-            b"BINARYMIME" => &mut self.binary_mime,
-            b"SIZE" => {
+            .position(|n| n.len() == kw.len() && kw.as_bytes().eq_ignore_ascii_case(n));
+        let flag = match key {
+            Some(0) => &mut self.pipelining,
+            Some(1) => &mut self.eight_bit_mime,
+            Some(2) => &mut self.smtputf8,
+            Some(3) => &mut self.starttls,
+            Some(4) => &mut self.enhanced_status_codes,
+            Some(5) => &mut self.dsn,
+            Some(6) => &mut self.chunking,
+            Some(7) => &mut self.binary_mime,
+            Some(8) => {
                 let n = match params {
                     "" => 0,
                     // Up to 20 digits that fit in 64 bits, as before with `str::parse`.
@@ -143,14 +159,14 @@ impl Capabilities {
                 self.size = Some(n);
                 return Ok(());
             }
-            b"AUTH" => {
+            Some(9) => {
                 self.add_auth(params);
                 return Ok(());
             }
             _ => {
-                match EsmtpKeyword::try_from(kw) {
-                    Ok(keyword) => self.other.push(EhloExtension {
-                        keyword,
+                match EsmtpKeyword::validate(kw) {
+                    Ok(()) => self.other.push(EhloExtension {
+                        keyword: keyword(kw),
                         params: params
                             .split(' ')
                             .filter(|p| !p.is_empty())
@@ -239,7 +255,8 @@ impl Capabilities {
     }
 }
 
-/// Compared in place and by length first: most lines are rejected on length alone.
+/// Compared in place and by length first: most lines are rejected on length alone. The order
+/// is the dispatch in `Capabilities::add_line`.
 const EHLO_KEYWORDS: &[&[u8]] = &[
     b"PIPELINING",
     b"8BITMIME",
