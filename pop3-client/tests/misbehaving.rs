@@ -320,3 +320,50 @@ async fn body_that_never_ends_is_bounded_by_the_idle_timeout() {
     );
     assert_eq!(sink, b"Subject: endless\r\n\r\nmore and more\r\n");
 }
+
+#[tokio::test]
+async fn delete_many_pipelines_and_reports_each_refusal() {
+    let ca = TestCa::new().unwrap();
+    let server = ScriptedServer::start(
+        Script::new()
+            .send("+OK ready\r\n")
+            .expect("CAPA\r\n")
+            .send("+OK\r\nSASL PLAIN\r\nPIPELINING\r\n.\r\n")
+            .expect("AUTH PLAIN AGFsaWNlAGh1bnRlcjItc2VjcmV0\r\n")
+            .send("+OK logged in\r\n")
+            // The three DELEs leave in one write, before any answer.
+            .expect("DELE 1\r\nDELE 2\r\nDELE 3\r\n")
+            .send("+OK\r\n-ERR [IN-USE] message 2 is locked\r\n+OK\r\n")
+            .expect("QUIT\r\n")
+            .send("+OK 2 deleted\r\n")
+            .close(),
+    )
+    .await
+    .unwrap();
+    let mut c = config(&server, TlsMode::Plaintext, &ca);
+    c.auth_policy = AuthPolicy::with_insecure_auth(true);
+    c.mechanisms = vec![Mechanism::Plain];
+    let mut pop = tokio::time::timeout(LIMIT, Pop3Client::connect(&c))
+        .await
+        .unwrap()
+        .unwrap();
+    let msgs: Vec<_> = (1..=3)
+        .map(|n| std::num::NonZeroU32::new(n).unwrap())
+        .collect();
+    let results = tokio::time::timeout(LIMIT, pop.delete_many(&msgs))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0], (msgs[0], Ok(())));
+    let (msg, refused) = &results[1];
+    assert_eq!(*msg, msgs[1]);
+    assert_eq!(
+        refused.as_ref().unwrap_err().text(),
+        b"message 2 is locked",
+        "the -ERR is reported for that message"
+    );
+    assert_eq!(results[2], (msgs[2], Ok(())));
+    pop.quit().await.unwrap();
+    server.finish().await.assert_ok();
+}

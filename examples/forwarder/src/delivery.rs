@@ -480,10 +480,9 @@ async fn queue_bounce(ctx: &Context, due: &Due, header: &[u8], failed: &[ReportR
 /// delivered").
 pub async fn deliver_ids(ctx: &Arc<Context>, ids: &[MessageId]) {
     let due = ctx
-        .with_state(|s| s.due_deliveries(ctx.now(), usize::MAX >> 1))
+        .with_state(|s| s.due_among(ids, ctx.now()))
         .unwrap_or_default();
-    let wanted: Vec<Due> = due.into_iter().filter(|d| ids.contains(&d.id)).collect();
-    run_all(ctx, wanted).await;
+    run_all(ctx, due).await;
 }
 
 /// Runs deliveries concurrently (bounded), skipping messages another worker holds.

@@ -108,7 +108,7 @@ impl Inbound {
         .await
         .map_err(|e| e.to_string())?;
         if self.route_with.is_some() {
-            crate::poller::route_stored(&self.ctx, &id).await;
+            crate::poller::route_new(&self.ctx, &stored).await;
         } else {
             let recipients: Vec<NewRecipient> = envelope
                 .recipients
@@ -194,18 +194,10 @@ impl Handler for Inbound {
         if conn.broken.is_some() {
             return;
         }
-        if conn.writer.is_none() {
-            match self.ctx.spool().writer(self.ctx.now()).await {
-                Ok(w) => conn.writer = Some(w),
-                Err(e) => {
-                    conn.broken = Some(e.to_string());
-                    return;
-                }
-            }
-        }
-        if let Some(w) = conn.writer.as_mut()
-            && let Err(e) = w.write(&chunk).await
-        {
+        let w = conn
+            .writer
+            .get_or_insert_with(|| self.ctx.spool().writer(self.ctx.now()));
+        if let Err(e) = w.write(&chunk).await {
             conn.writer = None;
             conn.broken = Some(e.to_string());
         }
@@ -228,10 +220,7 @@ impl Handler for Inbound {
         }
         let writer = match conn.writer.take() {
             Some(w) => w,
-            None => match self.ctx.spool().writer(self.ctx.now()).await {
-                Ok(w) => w,
-                Err(_) => return Some(reply(451, (4, 3, 0), "Local error in processing")),
-            },
+            None => self.ctx.spool().writer(self.ctx.now()),
         };
         match self.accept(writer, &envelope).await {
             Ok(()) => None,

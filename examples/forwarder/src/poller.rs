@@ -228,59 +228,76 @@ async fn poll_inner(
 
     let listed_bytes = wanted.iter().map(|w| w.1).sum();
     let mut progress = crate::progress::Progress::new(wanted.len(), listed_bytes, Instant::now());
-    for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
-        let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
-        let (results, err) = match stored {
-            Ok(r) => (r, None),
-            Err((r, e)) => (r, Some(e)),
-        };
-        let mut recorded = Vec::with_capacity(results.len());
-        for (key, size, outcome) in results {
-            match outcome {
-                Ok(stored) => {
-                    let origin = Pop3Origin {
-                        mailbox,
-                        uid: &key,
-                        hashed,
-                        listed_size: size,
-                    };
-                    let id =
+    // Under "remove after delivered" each batch is delivered while the next one is fetched,
+    // so the session can remove what was accepted downstream before it ends.
+    let mut deliveries = tokio::task::JoinSet::new();
+    let deliver_now = c.pop3.server_copy == ServerCopy::RemoveAfterDelivered;
+    let mut deliver = |ids: Vec<MessageId>| {
+        if deliver_now && !ids.is_empty() {
+            let ctx = Arc::clone(ctx);
+            deliveries.spawn(async move { crate::delivery::deliver_ids(&ctx, &ids).await });
+        }
+    };
+    // Stored at an earlier poll, server copy still here: due retries go first.
+    deliver(mailbox_ids);
+    let fetched: Result<(), PollError> = async {
+        for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
+            let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
+            let (results, err) = match stored {
+                Ok(r) => (r, None),
+                Err((r, e)) => (r, Some(e)),
+            };
+            let mut recorded = Vec::with_capacity(results.len());
+            for (key, size, outcome) in results {
+                match outcome {
+                    Ok(stored) => {
+                        let origin = Pop3Origin {
+                            mailbox,
+                            uid: &key,
+                            hashed,
+                            listed_size: size,
+                        };
                         record(ctx, &c.name, Source::Pop3, Some(origin), &stored, None).await?;
-                    summary.fetched += 1;
-                    recorded.push(id);
-                    if let Some(p) = progress.advance(1, stored.size, Instant::now()) {
-                        tracing::info!(
-                            connector = %c.name, fetched = p.done, total = p.total,
-                            bytes = p.bytes, total_bytes = p.total_bytes,
-                            "poll progress: fetched {p}"
-                        );
+                        summary.fetched += 1;
+                        let size = stored.size;
+                        recorded.push(stored);
+                        if let Some(p) = progress.advance(1, size, Instant::now()) {
+                            tracing::info!(
+                                connector = %c.name, fetched = p.done, total = p.total,
+                                bytes = p.bytes, total_bytes = p.total_bytes,
+                                "poll progress: fetched {p}"
+                            );
+                        }
+                    }
+                    Err(reason) => {
+                        tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
+                        summary.failed += 1;
                     }
                 }
-                Err(reason) => {
-                    tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
-                    summary.failed += 1;
-                }
+            }
+            // The batch's files and rows become durable together, before anything else
+            // happens to them (the group commit: one sync instead of two fsyncs and a commit
+            // each).
+            if !recorded.is_empty() {
+                ctx.barrier().sync().await?;
+            }
+            let mut ids = Vec::with_capacity(recorded.len());
+            for stored in recorded {
+                summary.count(route_new(ctx, &stored).await);
+                ids.push(stored.id);
+            }
+            deliver(ids);
+            if let Some(e) = err {
+                return Err(e);
             }
         }
-        // The batch's files and rows become durable together, before anything else happens
-        // to them (the group commit: one sync instead of two fsyncs and a commit each).
-        if !recorded.is_empty() {
-            ctx.barrier().sync().await?;
-        }
-        for id in recorded {
-            let d = route_stored(ctx, &id).await;
-            summary.count(d);
-            mailbox_ids.push(id);
-        }
-        if let Some(e) = err {
-            return Err(e);
-        }
+        Ok(())
     }
-
-    if c.pop3.server_copy == ServerCopy::RemoveAfterDelivered && !mailbox_ids.is_empty() {
-        // Deliver now, so this session can already remove what was accepted downstream.
-        crate::delivery::deliver_ids(ctx, &mailbox_ids).await;
-    }
+    .await;
+    // Deliveries run to the end even when fetching failed: a cancelled one could have been
+    // accepted downstream without its result being recorded.
+    while deliveries.join_next().await.is_some() {}
+    fetched?;
 
     let deletable =
         ctx.with_state(|s| s.deletable_uids(&c.name, mailbox, c.pop3.server_copy, ctx.now()))?;
@@ -290,11 +307,18 @@ async fn poll_inner(
         // reason a UID is deletable) reach the disk before the server copy goes.
         ctx.barrier().sync().await?;
     }
+    let (msgs, keys): (Vec<NonZeroU32>, Vec<&UidKey>) = entries
+        .iter()
+        .filter(|(_, _, key)| deletable.contains(key))
+        .map(|(msg, _, key)| (*msg, key))
+        .unzip();
     let mut marked = Vec::new();
-    for (msg, _, key) in &entries {
-        if deletable.contains(key) {
-            pop.delete(*msg).await?;
-            marked.push(key.clone());
+    for ((msg, result), key) in pop.delete_many(&msgs).await?.into_iter().zip(keys) {
+        match result {
+            Ok(()) => marked.push(key.clone()),
+            // It stays on the server and is deleted at a later poll.
+            Err(line) => tracing::warn!(connector = %c.name, uid = %key.uid, %msg,
+                reply = %line, "DELE refused"),
         }
     }
     match pop.quit().await? {
@@ -398,7 +422,7 @@ async fn copy_into_spool(
     now: SystemTime,
     r: &mut DuplexStream,
 ) -> Result<SpoolWriter, SpoolError> {
-    let mut w = spool.writer(now).await?;
+    let mut w = spool.writer(now);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = r.read(&mut buf).await?;
@@ -449,10 +473,7 @@ pub(crate) async fn record(
     envelope_sender: Option<&str>,
 ) -> Result<MessageId, PollError> {
     let config = ctx.config();
-    let head = ctx
-        .spool()
-        .read_head(&stored.id, config_header_limit(ctx, connector))
-        .await?;
+    let head = stored.head(config_header_limit(ctx, connector)).await?;
     let from = ctx.router(connector).and_then(|r| {
         r.scanner()
             .scan(&head)
@@ -486,7 +507,16 @@ fn config_header_limit(ctx: &Context, connector: &str) -> usize {
 /// applies Killed (spool file deleted) and BadMail (file moved). Any problem holds the message.
 /// Returns the disposition.
 pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
-    match route_inner(ctx, id).await {
+    route(ctx, id, None).await
+}
+
+/// [`route_stored`] for a message just written, whose header block is still in memory.
+pub(crate) async fn route_new(ctx: &Arc<Context>, stored: &Stored) -> Disposition {
+    route(ctx, &stored.id, Some(stored)).await
+}
+
+async fn route(ctx: &Arc<Context>, id: &MessageId, known: Option<&Stored>) -> Disposition {
+    match route_inner(ctx, id, known).await {
         Ok(d) => d,
         Err(reason) => {
             tracing::warn!(%id, %reason, "routing failed: message held");
@@ -508,7 +538,11 @@ pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
     }
 }
 
-async fn route_inner(ctx: &Arc<Context>, id: &MessageId) -> Result<Disposition, String> {
+async fn route_inner(
+    ctx: &Arc<Context>,
+    id: &MessageId,
+    known: Option<&Stored>,
+) -> Result<Disposition, String> {
     let config = ctx.config();
     let row = ctx
         .with_state(|s| s.message(id))
@@ -519,11 +553,11 @@ async fn route_inner(ctx: &Arc<Context>, id: &MessageId) -> Result<Disposition, 
         return Err(format!("connector {} no longer configured", row.connector));
     };
     let limit = router.scanner().options().max_header_bytes;
-    let head = ctx
-        .spool()
-        .read_head(id, limit + 1)
-        .await
-        .map_err(|e| format!("reading the spool file: {e}"))?;
+    let head = match known {
+        Some(stored) => stored.head(limit + 1).await,
+        None => ctx.spool().read_head(id, limit + 1).await.map(Into::into),
+    }
+    .map_err(|e| format!("reading the spool file: {e}"))?;
     let head = header_block(&head, limit).map_err(|e| format!("routing: {e}"))?;
     let mut scanner = HeaderScanner::new(&row.connector);
     scanner.feed(head);

@@ -121,6 +121,29 @@ pub struct Stored {
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
+    /// Its first bytes: the whole message when it is at most [`SpoolWriter::BUFFER`] long,
+    /// else at least that many. Routing reads the header block from here instead of the file.
+    pub head: Vec<u8>,
+}
+
+impl Stored {
+    /// The first `limit` bytes of the message (fewer when it is shorter), from
+    /// [`Stored::head`] when it holds them, else read from the file.
+    ///
+    /// # Errors
+    ///
+    /// Reading the file failed.
+    pub async fn head(&self, limit: usize) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+        let have = self.head.len();
+        if have >= limit || have as u64 == self.size {
+            return Ok(std::borrow::Cow::Borrowed(&self.head[..have.min(limit)]));
+        }
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        let file = tokio::fs::File::open(&self.path).await?;
+        file.take(limit as u64).read_to_end(&mut out).await?;
+        Ok(std::borrow::Cow::Owned(out))
+    }
 }
 
 /// The spool directories and the size limit.
@@ -179,24 +202,22 @@ impl Spool {
         self.queue.join(format!("{id}{SUFFIX}"))
     }
 
-    /// Starts writing a new message with a fresh identifier.
-    pub async fn writer(&self, now: SystemTime) -> Result<SpoolWriter, SpoolError> {
+    /// Starts writing a new message with a fresh identifier. Nothing touches the disk until
+    /// the message outgrows [`SpoolWriter::BUFFER`] or is committed.
+    pub fn writer(&self, now: SystemTime) -> SpoolWriter {
         let id = MessageId::generate(now);
-        let tmp = self.queue.join(format!("{TMP_PREFIX}{id}"));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await?;
-        Ok(SpoolWriter {
-            file: Some(file),
-            tmp: tmp.clone(),
-            guard: TempGuard(Some(tmp)),
+        SpoolWriter {
+            buf: Vec::new(),
+            head: None,
+            file: None,
+            too_large: false,
+            tmp: self.queue.join(format!("{TMP_PREFIX}{id}")),
+            guard: TempGuard(None),
             final_path: self.path(&id),
             id,
             written: 0,
             limit: self.max_message_size,
-        })
+        }
     }
 
     /// Stores a whole message from `reader` (a convenience over [`Spool::writer`]).
@@ -206,7 +227,7 @@ impl Spool {
         mut reader: R,
     ) -> Result<Stored, SpoolError> {
         use tokio::io::AsyncReadExt;
-        let mut w = self.writer(now).await?;
+        let mut w = self.writer(now);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = reader.read(&mut buf).await?;
@@ -300,10 +321,21 @@ impl Drop for TempGuard {
 }
 
 /// A message being written. Dropping it without [`commit`](SpoolWriter::commit) removes the
-/// temporary file.
+/// temporary file, if one was created.
+///
+/// A message up to [`SpoolWriter::BUFFER`] bytes (most mail) stays in memory until
+/// [`commit`](SpoolWriter::commit), which creates, writes and renames the file in one blocking
+/// call; a longer one streams to its temporary file in buffer-sized writes. Either way memory
+/// stays bounded by the buffer, whatever the message size.
 #[derive(Debug)]
 pub struct SpoolWriter {
+    /// Bytes not yet written to the file.
+    buf: Vec<u8>,
+    /// The first buffer's worth, kept when the buffer first goes to the file.
+    head: Option<Vec<u8>>,
+    /// Created when the message outgrows the buffer.
     file: Option<tokio::fs::File>,
+    too_large: bool,
     tmp: PathBuf,
     guard: TempGuard,
     final_path: PathBuf,
@@ -313,6 +345,9 @@ pub struct SpoolWriter {
 }
 
 impl SpoolWriter {
+    /// Bytes held in memory before the message goes to its temporary file.
+    pub const BUFFER: usize = 256 * 1024;
+
     /// The identifier the message will have.
     pub fn id(&self) -> &MessageId {
         &self.id
@@ -326,38 +361,97 @@ impl SpoolWriter {
     /// Appends a chunk. Over the size limit, the temporary file is removed and
     /// [`SpoolError::TooLarge`] returned; the writer is then unusable.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), SpoolError> {
-        let Some(file) = self.file.as_mut() else {
+        if self.too_large {
             return Err(SpoolError::TooLarge { limit: self.limit });
-        };
+        }
         let total = self.written.saturating_add(chunk.len() as u64);
         if total > self.limit {
+            self.too_large = true;
+            self.buf = Vec::new();
             self.file = None;
             if let Some(p) = self.guard.0.take() {
                 let _ = tokio::fs::remove_file(p).await;
             }
             return Err(SpoolError::TooLarge { limit: self.limit });
         }
-        file.write_all(chunk).await?;
+        self.buf.extend_from_slice(chunk);
         self.written = total;
+        if self.buf.len() >= Self::BUFFER {
+            self.spill().await?;
+        }
         Ok(())
     }
 
-    /// Completes the message: flush and rename it into place. It then survives a crash of
-    /// the process; a [`Barrier`](crate::durable::Barrier) sync makes it survive a power
-    /// failure (one sync for a batch of messages instead of two fsyncs each).
-    pub async fn commit(mut self) -> Result<Stored, SpoolError> {
-        let Some(mut file) = self.file.take() else {
-            return Err(SpoolError::TooLarge { limit: self.limit });
+    /// Writes the buffer to the temporary file, creating it the first time.
+    async fn spill(&mut self) -> Result<(), SpoolError> {
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.tmp)
+                    .await?;
+                self.guard.0 = Some(self.tmp.clone());
+                self.head = Some(self.buf.clone());
+                self.file.insert(f)
+            }
         };
-        file.flush().await?;
-        drop(file);
-        tokio::fs::rename(&self.tmp, &self.final_path).await?;
+        file.write_all(&self.buf).await?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Completes the message: write what is buffered and rename it into place. It then
+    /// survives a crash of the process; a [`Barrier`](crate::durable::Barrier) sync makes it
+    /// survive a power failure (one sync for a batch of messages instead of two fsyncs each).
+    pub async fn commit(mut self) -> Result<Stored, SpoolError> {
+        if self.too_large {
+            return Err(SpoolError::TooLarge { limit: self.limit });
+        }
+        let head = match self.file.take() {
+            Some(mut file) => {
+                file.write_all(&self.buf).await?;
+                file.flush().await?;
+                drop(file);
+                tokio::fs::rename(&self.tmp, &self.final_path).await?;
+                self.head.take().unwrap_or_default()
+            }
+            None => {
+                // Small message: one trip to the blocking pool for create, write and rename.
+                let (tmp, target) = (self.tmp.clone(), self.final_path.clone());
+                let buf = std::mem::take(&mut self.buf);
+                tokio::task::spawn_blocking(move || write_new(&tmp, &target, buf))
+                    .await
+                    .map_err(io::Error::other)??
+            }
+        };
         self.guard.0 = None;
         Ok(Stored {
             id: self.id.clone(),
             path: self.final_path.clone(),
             size: self.written,
+            head,
         })
+    }
+}
+
+/// Creates `tmp` (never overwriting), writes `bytes`, renames it to `target`; removes `tmp`
+/// on failure. Returns the bytes.
+fn write_new(tmp: &Path, target: &Path, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .and_then(|mut f| f.write_all(&bytes))
+        .and_then(|()| std::fs::rename(tmp, target));
+    match result {
+        Ok(()) => Ok(bytes),
+        Err(e) => {
+            let _ = std::fs::remove_file(tmp);
+            Err(e)
+        }
     }
 }
 
@@ -430,14 +524,16 @@ mod tests {
     async fn write_commit_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let s = spool(dir.path(), 1_000);
-        let mut w = s.writer(now()).await.unwrap();
+        let mut w = s.writer(now());
         let id = w.id().clone();
         w.write(b"Subject: a\r\n\r\n").await.unwrap();
-        // Before commit only the temporary file exists.
-        assert_eq!(names(s.dir()), [format!(".tmp-{id}")]);
+        // A small message stays in memory until commit.
+        assert!(names(s.dir()).is_empty());
         w.write(b"body\r\n").await.unwrap();
         let stored = w.commit().await.unwrap();
         assert_eq!(stored.size, 20);
+        assert_eq!(stored.head, b"Subject: a\r\n\r\nbody\r\n");
+        assert_eq!(&*stored.head(9).await.unwrap(), b"Subject: ");
         assert_eq!(stored.path, s.path(&id));
         assert_eq!(names(s.dir()), [format!("{id}.eml")]);
         assert_eq!(
@@ -455,17 +551,21 @@ mod tests {
     async fn store_from_reader() {
         let dir = tempfile::tempdir().unwrap();
         let s = spool(dir.path(), 1 << 20);
-        let body = vec![b'x'; 200_000];
+        // Longer than the buffer: streamed through the temporary file.
+        let body: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
         let stored = s.store(now(), &body[..]).await.unwrap();
-        assert_eq!(stored.size, 200_000);
-        assert_eq!(std::fs::read(stored.path).unwrap(), body);
+        assert_eq!(stored.size, 600_000);
+        assert!(stored.head.len() >= SpoolWriter::BUFFER && stored.head.len() < 600_000);
+        assert_eq!(stored.head, body[..stored.head.len()]);
+        assert_eq!(&*stored.head(500_000).await.unwrap(), &body[..500_000]);
+        assert_eq!(std::fs::read(&stored.path).unwrap(), body);
     }
 
     #[tokio::test]
     async fn too_large_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let s = spool(dir.path(), 10);
-        let mut w = s.writer(now()).await.unwrap();
+        let mut w = s.writer(now());
         w.write(b"12345").await.unwrap();
         assert!(matches!(
             w.write(b"678901").await,
@@ -486,9 +586,15 @@ mod tests {
     #[tokio::test]
     async fn dropped_writer_removes_its_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spool(dir.path(), 100);
-        let mut w = s.writer(now()).await.unwrap();
+        let s = spool(dir.path(), 1 << 20);
+        let mut w = s.writer(now());
         w.write(b"partial").await.unwrap();
+        drop(w);
+        assert!(names(s.dir()).is_empty());
+        // Also once the message went to its temporary file.
+        let mut w = s.writer(now());
+        w.write(&[b'x'; SpoolWriter::BUFFER]).await.unwrap();
+        assert_eq!(names(s.dir()), [format!(".tmp-{}", w.id())]);
         drop(w);
         assert!(names(s.dir()).is_empty());
     }

@@ -545,7 +545,8 @@ impl State {
     ) -> Result<(), StateError> {
         let now = unix(now);
         let tx = self.conn.transaction()?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO messages (id, connector, source, mailbox, uid, uid_occurrence, pop3_size,
                  size, first_seen, spool_file, sender, status, created, updated)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'stored', ?9, ?9)",
@@ -564,7 +565,8 @@ impl State {
             ],
         )?;
         if let Some(p) = &m.pop3 {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO pop3_uids (connector, mailbox, uid, occurrence, hashed, first_seen,
                      message_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -613,19 +615,22 @@ impl State {
                 expected: "stored or held",
             });
         }
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM recipients WHERE message_id = ?1",
             params![id.as_str()],
         )?;
         for r in &d.recipients {
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT OR IGNORE INTO recipients (message_id, address, rule, state, updated)
                  VALUES (?1, ?2, ?3, 'pending', ?4)",
                 params![id.as_str(), r.address, r.rule, now],
             )?;
         }
         let next = (d.status == Status::Routed).then_some(now);
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE messages SET status = ?2, disposition = ?3, decision = ?4, next_retry = ?5,
                  updated = ?6 WHERE id = ?1",
             params![
@@ -650,7 +655,8 @@ impl State {
         reason: &str,
         now: SystemTime,
     ) -> Result<(), StateError> {
-        let n = self.conn.execute(
+        let n = exec(
+            &self.conn,
             "UPDATE messages SET status = ?2, last_error = ?3, next_retry = NULL, updated = ?4
              WHERE id = ?1",
             params![id.as_str(), status.as_str(), reason, unix(now)],
@@ -665,21 +671,37 @@ impl State {
     /// recipients.
     pub fn due_deliveries(&self, now: SystemTime, limit: usize) -> Result<Vec<Due>, StateError> {
         let now = unix(now);
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, connector, spool_file, sender, created FROM messages
              WHERE status = 'routed' AND next_retry <= ?1 ORDER BY next_retry, id LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![now, limit as i64], |r| {
-            Ok(Due {
-                id: parse_id(r.get(0)?)?,
-                connector: r.get(1)?,
-                spool_file: r.get(2)?,
-                sender: r.get(3)?,
-                created: from_unix(r.get(4)?),
-                recipients: Vec::new(),
-            })
-        })?;
-        let mut out: Vec<Due> = rows.collect::<Result<_, _>>()?;
+        let rows = stmt.query_map(params![now, limit as i64], due_row)?;
+        let out: Vec<Due> = rows.collect::<Result<_, _>>()?;
+        self.with_due_recipients(out, now)
+    }
+
+    /// [`State::due_deliveries`] restricted to `ids` (those not due are left out), in the
+    /// order given.
+    pub fn due_among(&self, ids: &[MessageId], now: SystemTime) -> Result<Vec<Due>, StateError> {
+        let now = unix(now);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, connector, spool_file, sender, created FROM messages
+             WHERE id = ?1 AND status = 'routed' AND next_retry <= ?2",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(due) = stmt
+                .query_row(params![id.as_str(), now], due_row)
+                .optional()?
+            {
+                out.push(due);
+            }
+        }
+        self.with_due_recipients(out, now)
+    }
+
+    /// Fills in the due recipients; drops messages without any.
+    fn with_due_recipients(&self, mut out: Vec<Due>, now: i64) -> Result<Vec<Due>, StateError> {
         for due in &mut out {
             due.recipients = self.recipient_rows(
                 &due.id,
@@ -697,7 +719,7 @@ impl State {
         filter: &str,
         now: i64,
     ) -> Result<Vec<RecipientRow>, StateError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT address, rule, state, attempts, last_reply, next_retry FROM recipients
              WHERE message_id = ?1 {filter} ORDER BY rowid"
         ))?;
@@ -728,14 +750,14 @@ impl State {
     ) -> Result<AttemptSummary, StateError> {
         let now_s = unix(now);
         let tx = self.conn.transaction()?;
-        let (status, created): (String, i64) = tx
-            .query_row(
-                "SELECT status, created FROM messages WHERE id = ?1",
-                params![id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
-            .ok_or_else(|| StateError::NoSuchMessage(id.clone()))?;
+        let (status, created): (String, i64) = query(
+            &tx,
+            "SELECT status, created FROM messages WHERE id = ?1",
+            params![id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StateError::NoSuchMessage(id.clone()))?;
         let status = Status::parse(&status).ok_or_else(|| bad_text(&status))?;
         if status != Status::Routed {
             return Err(StateError::WrongStatus {
@@ -749,13 +771,13 @@ impl State {
         let mut deferred = Vec::new();
         let mut last_error = None;
         for (address, outcome) in results {
-            let attempts: Option<u32> = tx
-                .query_row(
-                    "SELECT attempts FROM recipients WHERE message_id = ?1 AND address = ?2",
-                    params![id.as_str(), address],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let attempts: Option<u32> = query(
+                &tx,
+                "SELECT attempts FROM recipients WHERE message_id = ?1 AND address = ?2",
+                params![id.as_str(), address],
+                |r| r.get(0),
+            )
+            .optional()?;
             let Some(attempts) = attempts else { continue };
             let attempts = attempts + 1;
             let (state, reply, next) = match outcome {
@@ -788,7 +810,8 @@ impl State {
                     }
                 }
             };
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE recipients SET state = ?3, attempts = ?4, last_reply = ?5, next_retry = ?6,
                      updated = ?7 WHERE message_id = ?1 AND address = ?2",
                 params![
@@ -802,13 +825,15 @@ impl State {
                 ],
             )?;
         }
-        let (open, next_retry): (i64, Option<i64>) = tx.query_row(
+        let (open, next_retry): (i64, Option<i64>) = query(
+            &tx,
             "SELECT COUNT(*), MIN(CASE WHEN state = 'pending' THEN ?2 ELSE next_retry END)
              FROM recipients WHERE message_id = ?1 AND state IN ('pending', 'deferred')",
             params![id.as_str(), now_s],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let any_failed: i64 = tx.query_row(
+        let any_failed: i64 = query(
+            &tx,
             "SELECT COUNT(*) FROM recipients WHERE message_id = ?1 AND state = 'failed'",
             params![id.as_str()],
             |r| r.get(0),
@@ -823,7 +848,8 @@ impl State {
             Status::Failed
         };
         let next_retry = if open > 0 { next_retry } else { None };
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE messages SET status = ?2, attempts = attempts + 1, next_retry = ?3,
                  last_error = COALESCE(?4, last_error), updated = ?5 WHERE id = ?1",
             params![
@@ -893,7 +919,8 @@ impl State {
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         for u in uids {
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE pop3_uids SET deleted_from_server = 1, deleted_at = ?5
                  WHERE connector = ?1 AND mailbox = ?2 AND uid = ?3 AND occurrence = ?4",
                 params![connector, mailbox, u.uid, u.occurrence, unix(now)],
@@ -927,7 +954,8 @@ impl State {
         let mut n = 0;
         for (uid, occ) in known {
             if !present.contains(&(uid.as_str(), occ)) {
-                n += tx.execute(
+                n += exec(
+                    &tx,
                     "DELETE FROM pop3_uids WHERE connector = ?1 AND mailbox = ?2 AND uid = ?3
                      AND occurrence = ?4",
                     params![connector, mailbox, uid, occ],
@@ -988,11 +1016,13 @@ impl State {
     pub fn retry(&mut self, id: &MessageId, now: SystemTime) -> Result<bool, StateError> {
         let now = unix(now);
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
+        let n = exec(
+            &tx,
             "UPDATE messages SET next_retry = ?2, updated = ?2 WHERE id = ?1 AND status = 'routed'",
             params![id.as_str(), now],
         )?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE recipients SET next_retry = ?2 WHERE message_id = ?1 AND state = 'deferred'",
             params![id.as_str(), now],
         )?;
@@ -1004,11 +1034,13 @@ impl State {
     pub fn retry_all(&mut self, now: SystemTime) -> Result<usize, StateError> {
         let now = unix(now);
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
+        let n = exec(
+            &tx,
             "UPDATE messages SET next_retry = ?1, updated = ?1 WHERE status = 'routed'",
             params![now],
         )?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE recipients SET next_retry = ?1 WHERE state = 'deferred'",
             params![now],
         )?;
@@ -1030,7 +1062,8 @@ impl State {
                 expected: "held",
             });
         }
-        let open: i64 = tx.query_row(
+        let open: i64 = query(
+            &tx,
             "SELECT COUNT(*) FROM recipients WHERE message_id = ?1 AND state IN ('pending', 'deferred')",
             params![id.as_str()],
             |r| r.get(0),
@@ -1040,7 +1073,8 @@ impl State {
         } else {
             Status::Stored
         };
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE messages SET status = ?2, next_retry = ?3, updated = ?4 WHERE id = ?1",
             params![
                 id.as_str(),
@@ -1049,7 +1083,8 @@ impl State {
                 now
             ],
         )?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE recipients SET next_retry = ?2 WHERE message_id = ?1 AND state = 'deferred'",
             params![id.as_str(), now],
         )?;
@@ -1062,11 +1097,16 @@ impl State {
     /// so the next poll fetches the message again. Returns whether a UID was forgotten.
     pub fn forget_undurable(&mut self, id: &MessageId) -> Result<bool, StateError> {
         let tx = self.conn.transaction()?;
-        let uids = tx.execute(
+        let uids = exec(
+            &tx,
             "DELETE FROM pop3_uids WHERE message_id = ?1 AND deleted_from_server = 0",
             params![id.as_str()],
         )?;
-        tx.execute("DELETE FROM messages WHERE id = ?1", params![id.as_str()])?;
+        exec(
+            &tx,
+            "DELETE FROM messages WHERE id = ?1",
+            params![id.as_str()],
+        )?;
         tx.commit()?;
         Ok(uids > 0)
     }
@@ -1075,28 +1115,61 @@ impl State {
     /// fetched again. Returns its spool file for the caller to remove, `None` if unknown.
     pub fn delete(&mut self, id: &MessageId) -> Result<Option<String>, StateError> {
         let tx = self.conn.transaction()?;
-        let file: Option<String> = tx
-            .query_row(
-                "SELECT spool_file FROM messages WHERE id = ?1",
-                params![id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute("DELETE FROM messages WHERE id = ?1", params![id.as_str()])?;
+        let file: Option<String> = query(
+            &tx,
+            "SELECT spool_file FROM messages WHERE id = ?1",
+            params![id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+        exec(
+            &tx,
+            "DELETE FROM messages WHERE id = ?1",
+            params![id.as_str()],
+        )?;
         tx.commit()?;
         Ok(file)
     }
 }
 
+/// `execute` through the statement cache: the service runs the same few statements for
+/// every message, and parsing them again each time cost more than running them.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, p: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the statement cache.
+fn query<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    p: P,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(p, f)
+}
+
+/// A `messages` row (id, connector, spool_file, sender, created) as a [`Due`] without its
+/// recipients.
+fn due_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
+    Ok(Due {
+        id: parse_id(r.get(0)?)?,
+        connector: r.get(1)?,
+        spool_file: r.get(2)?,
+        sender: r.get(3)?,
+        created: from_unix(r.get(4)?),
+        recipients: Vec::new(),
+    })
+}
+
 fn status_of(tx: &rusqlite::Transaction<'_>, id: &MessageId) -> Result<Status, StateError> {
-    let s: String = tx
-        .query_row(
-            "SELECT status FROM messages WHERE id = ?1",
-            params![id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StateError::NoSuchMessage(id.clone()))?;
+    let s: String = query(
+        tx,
+        "SELECT status FROM messages WHERE id = ?1",
+        params![id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StateError::NoSuchMessage(id.clone()))?;
     Ok(Status::parse(&s).ok_or_else(|| bad_text(&s))?)
 }
 

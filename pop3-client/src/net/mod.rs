@@ -881,6 +881,31 @@ impl Pop3Client {
         self.simple(Command::Dele(msg)).await.map(drop)
     }
 
+    /// `DELE` for many messages, pipelined when the server allows (like
+    /// [`Pop3Client::retrieve_many`]): one round trip for the lot instead of one each.
+    ///
+    /// Returns, per message in order, `Ok` or the server's `-ERR` for it (that message stays).
+    /// A protocol or I/O error ends the batch (and the session); nothing is removed before
+    /// [`Pop3Client::quit`] commits in any case.
+    pub async fn delete_many(
+        &mut self,
+        msgs: &[NonZeroU32],
+    ) -> Result<Vec<(NonZeroU32, Result<(), StatusLine>)>, Error> {
+        let mut ids = std::collections::VecDeque::with_capacity(msgs.len());
+        for &msg in msgs {
+            ids.push_back((self.conn.submit(Command::Dele(msg))?, msg));
+        }
+        let mut results = Vec::with_capacity(msgs.len());
+        while let Some((id, msg)) = ids.pop_front() {
+            match self.conn.wait(id).await? {
+                Ok(Response::Ok(_)) => results.push((msg, Ok(()))),
+                Ok(_) => return Err(Error::Protocol(ProtocolError::Unsolicited)),
+                Err(reply) => results.push((msg, Err(reply))),
+            }
+        }
+        Ok(results)
+    }
+
     /// `RSET`: unmarks every deleted message.
     pub async fn reset(&mut self) -> Result<(), Error> {
         self.simple(Command::Rset).await.map(drop)
