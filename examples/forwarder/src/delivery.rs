@@ -134,9 +134,12 @@ fn smtp_config(ctx: &Context, out: &SmtpOutput, host: &RelayHost) -> Result<Smtp
     let mut cfg = SmtpConfig::new(host.host().to_owned(), helo);
     cfg.port = Some(host.effective_port());
     cfg.tls_mode = host.tls();
-    let (tls, security) = ctx.tls(&out.tls_trust);
-    cfg.tls = tls;
-    cfg.tls_security = security;
+    // Loading the system roots costs milliseconds: only for a session that may use TLS.
+    if cfg.tls_mode != TlsMode::Plaintext {
+        let (tls, security) = ctx.tls(&out.tls_trust);
+        cfg.tls = tls;
+        cfg.tls_security = security;
+    }
     if let Some(c) = &out.credentials {
         cfg.credentials =
             Some(Credentials::new(c.user.clone()).with_password(c.password.expose().clone()));
@@ -148,17 +151,36 @@ fn smtp_config(ctx: &Context, out: &SmtpOutput, host: &RelayHost) -> Result<Smtp
     Ok(cfg)
 }
 
+/// Messages up to this size are read into memory whole for delivery; longer ones stream
+/// from the spool file.
+const WHOLE: usize = 256 * 1024;
+
+/// Where a message's bytes come from.
+struct MessageBytes<'a> {
+    /// The whole spool file, when it was small enough to read at once.
+    whole: Option<&'a [u8]>,
+    /// The spool file's size.
+    size: u64,
+    /// Where the body (after the original header block) starts.
+    body_offset: u64,
+}
+
 /// The byte stream sent for a message: trace lines, the header block without Bcc, then the
-/// rest of the spool file from disk.
-async fn body(
+/// rest of the message, from memory or streamed from the spool file.
+async fn body<'a>(
     ctx: &Context,
     due: &Due,
-    prefix: &[u8],
-    body_offset: u64,
-) -> std::io::Result<impl tokio::io::AsyncRead + Unpin> {
+    prefix: &'a [u8],
+    source: &MessageBytes<'a>,
+) -> std::io::Result<Box<dyn tokio::io::AsyncRead + Unpin + Send + 'a>> {
+    if let Some(whole) = source.whole {
+        let rest = whole.get(source.body_offset as usize..).unwrap_or_default();
+        return Ok(Box::new(prefix.chain(rest)));
+    }
     let mut file = ctx.spool().open_message(&due.id).await?;
-    file.seek(std::io::SeekFrom::Start(body_offset)).await?;
-    Ok(std::io::Cursor::new(prefix.to_vec()).chain(file))
+    file.seek(std::io::SeekFrom::Start(source.body_offset))
+        .await?;
+    Ok(Box::new(prefix.chain(file)))
 }
 
 /// Delivers one due message (its due recipients) and records the outcome.
@@ -171,7 +193,12 @@ pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
     let limit = ctx
         .router(&due.connector)
         .map_or(102_400, |r| r.scanner().options().max_header_bytes);
-    let head = match ctx.spool().read_head(&due.id, limit + 1).await {
+    // Small messages (most) are read whole, once: head and body come from memory.
+    let (head, size) = match ctx
+        .spool()
+        .read_start(&due.id, (limit + 1).max(WHOLE))
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
             let reason = format!("spool file unreadable: {e}");
@@ -183,17 +210,12 @@ pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
     let header = mailferry_routing::header_block(&head, limit).unwrap_or(&head[..]);
     let header_len = header.len() as u64;
     let stripped = strip_bcc(header, true);
-    let row = ctx.with_state(|s| s.message(&due.id)).ok().flatten();
-    let from_text = match (row.as_ref(), config.connector(&due.connector)) {
-        (Some((r, _)), Some(c)) if r.source == "pop3" => {
-            format!("{} (POP3 connector {})", c.pop3.endpoint, c.name)
-        }
+    let from_pop3 = due.source == Source::Pop3;
+    let from_text = match config.connector(&due.connector) {
+        Some(c) if from_pop3 => format!("{} (POP3 connector {})", c.pop3.endpoint, c.name),
         _ => "inbound SMTP".to_owned(),
     };
-    let with = match row.as_ref() {
-        Some((r, _)) if r.source == "pop3" => "POP3",
-        _ => "ESMTP",
-    };
+    let with = if from_pop3 { "POP3" } else { "ESMTP" };
     let single = (due.recipients.len() == 1).then(|| due.recipients[0].address.clone());
     let mut prefix = trace_headers(&TraceInfo {
         connector: &due.connector,
@@ -236,7 +258,12 @@ pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
         }
     }
     for (hosts, rcpts) in groups {
-        let r = send_group(ctx, out, &hosts, &sender, &rcpts, &due, &prefix, header_len).await;
+        let source = MessageBytes {
+            whole: (head.len() as u64 == size).then_some(&head[..]),
+            size,
+            body_offset: header_len,
+        };
+        let r = send_group(ctx, out, &hosts, &sender, &rcpts, &due, &prefix, &source).await;
         results.extend(r);
     }
     for (rcpt, outcome) in &results {
@@ -296,7 +323,7 @@ async fn send_group(
     rcpts: &[String],
     due: &Due,
     prefix: &[u8],
-    body_offset: u64,
+    source: &MessageBytes<'_>,
 ) -> Vec<(String, Outcome)> {
     let all = |reply: String| {
         rcpts
@@ -359,11 +386,11 @@ async fn send_group(
             };
             let eight_bit = client.capabilities().is_some_and(|c| c.eight_bit_mime);
             envelope.params.body = eight_bit.then_some(Body::EightBitMime);
-            let size = ctx.spool().path(&due.id).metadata().map_or(0, |m| m.len());
+            let (size, body_offset) = (source.size, source.body_offset);
             let advertised = client.capabilities().and_then(|c| c.size).is_some();
             envelope.params.size =
                 advertised.then_some(size + prefix.len() as u64 - body_offset.min(size));
-            let reader = match body(ctx, due, prefix, body_offset).await {
+            let reader = match body(ctx, due, prefix, source).await {
                 Ok(r) => r,
                 Err(e) => return all(format!("451 4.3.0 spool file unreadable: {e}")),
             };

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use mailferry_pop3_client::{Config as PopConfig, Error as PopError, Pop3Client, UpdateOutcome};
 use mailferry_routing::{Disposition, header_block};
 use mailferry_sasl::{AuthPolicy, Credentials};
+use mailferry_wire::tls::TlsMode;
 use tokio::io::{AsyncReadExt, DuplexStream};
 
 use crate::config::{Connector, ServerCopy};
@@ -64,6 +65,9 @@ pub enum PollError {
     /// The spool.
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
+    /// A batch's task failed (a bug: it panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The server did not commit the deletions (`-ERR` to QUIT).
     #[error("QUIT refused, deletions not committed: {0}")]
     QuitRefused(String),
@@ -119,8 +123,11 @@ fn pop_config(ctx: &Context, c: &Connector) -> PopConfig {
         .with_password(p.credentials.password.expose().clone());
     let mut cfg = PopConfig::new(p.endpoint.host.clone(), p.tls, creds);
     cfg.port = Some(p.endpoint.port);
-    let (tls, security) = ctx.tls(&p.tls_trust);
-    cfg.tls = tls.map(|t| (t, security));
+    // Loading the system roots costs milliseconds: only for a session that may use TLS.
+    if p.tls != TlsMode::Plaintext {
+        let (tls, security) = ctx.tls(&p.tls_trust);
+        cfg.tls = tls.map(|t| (t, security));
+    }
     if !p.auth.is_empty() {
         cfg.mechanisms = p.auth.clone();
     }
@@ -228,76 +235,71 @@ async fn poll_inner(
 
     let listed_bytes = wanted.iter().map(|w| w.1).sum();
     let mut progress = crate::progress::Progress::new(wanted.len(), listed_bytes, Instant::now());
-    // Under "remove after delivered" each batch is delivered while the next one is fetched,
-    // so the session can remove what was accepted downstream before it ends.
-    let mut deliveries = tokio::task::JoinSet::new();
-    let deliver_now = c.pop3.server_copy == ServerCopy::RemoveAfterDelivered;
-    let mut deliver = |ids: Vec<MessageId>| {
-        if deliver_now && !ids.is_empty() {
-            let ctx = Arc::clone(ctx);
-            deliveries.spawn(async move { crate::delivery::deliver_ids(&ctx, &ids).await });
-        }
-    };
-    // Stored at an earlier poll, server copy still here: due retries go first.
-    deliver(mailbox_ids);
-    let fetched: Result<(), PollError> = async {
-        for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
-            let stored = fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await;
-            let (results, err) = match stored {
-                Ok(r) => (r, None),
-                Err((r, e)) => (r, Some(e)),
-            };
-            let mut recorded = Vec::with_capacity(results.len());
-            for (key, size, outcome) in results {
-                match outcome {
-                    Ok(stored) => {
-                        let origin = Pop3Origin {
-                            mailbox,
-                            uid: &key,
-                            hashed,
-                            listed_size: size,
-                        };
-                        record(ctx, &c.name, Source::Pop3, Some(origin), &stored, None).await?;
-                        summary.fetched += 1;
-                        let size = stored.size;
-                        recorded.push(stored);
-                        if let Some(p) = progress.advance(1, size, Instant::now()) {
-                            tracing::info!(
-                                connector = %c.name, fetched = p.done, total = p.total,
-                                bytes = p.bytes, total_bytes = p.total_bytes,
-                                "poll progress: fetched {p}"
-                            );
-                        }
+    // Each fetched batch is settled (recorded, made durable, routed and, under "remove after
+    // delivered", delivered) by its own task while the next batch is fetched. At most
+    // SETTLING batches wait, which bounds the messages held in memory.
+    let deliver = c.pop3.server_copy == ServerCopy::RemoveAfterDelivered;
+    let mut settling = tokio::task::JoinSet::new();
+    if deliver && !mailbox_ids.is_empty() {
+        // Stored at an earlier poll, server copy still here: due retries go too.
+        let ctx = Arc::clone(ctx);
+        settling.spawn(async move {
+            crate::delivery::deliver_ids(&ctx, &mailbox_ids).await;
+            Ok(PollSummary::default())
+        });
+    }
+    let mut first_error = None;
+    for batch in wanted.chunks(if c.pop3.use_top { 1 } else { BATCH }) {
+        let (results, err) = match fetch_batch(ctx, &mut pop, c.pop3.use_top, batch).await {
+            Ok(r) => (r, None),
+            Err((r, e)) => (r, Some(e)),
+        };
+        let mut fetched = Vec::with_capacity(results.len());
+        for (key, size, outcome) in results {
+            match outcome {
+                Ok(stored) => {
+                    if let Some(p) = progress.advance(1, stored.size, Instant::now()) {
+                        tracing::info!(
+                            connector = %c.name, fetched = p.done, total = p.total,
+                            bytes = p.bytes, total_bytes = p.total_bytes,
+                            "poll progress: fetched {p}"
+                        );
                     }
-                    Err(reason) => {
-                        tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
-                        summary.failed += 1;
-                    }
+                    fetched.push((key, size, stored));
+                }
+                Err(reason) => {
+                    tracing::warn!(connector = %c.name, uid = %key.uid, %reason, "not fetched");
+                    summary.failed += 1;
                 }
             }
-            // The batch's files and rows become durable together, before anything else
-            // happens to them (the group commit: one sync instead of two fsyncs and a commit
-            // each).
-            if !recorded.is_empty() {
-                ctx.barrier().sync().await?;
-            }
-            let mut ids = Vec::with_capacity(recorded.len());
-            for stored in recorded {
-                summary.count(route_new(ctx, &stored).await);
-                ids.push(stored.id);
-            }
-            deliver(ids);
-            if let Some(e) = err {
-                return Err(e);
-            }
         }
-        Ok(())
+        if !fetched.is_empty() {
+            let origin = BatchOrigin {
+                connector: c.name.clone(),
+                mailbox: mailbox.to_owned(),
+                hashed,
+            };
+            settling.spawn(settle(Arc::clone(ctx), origin, fetched, deliver));
+        }
+        while settling.len() > SETTLING {
+            first_error = first_error.or(settled(settling.join_next().await, summary));
+        }
+        if let Some(e) = err {
+            first_error = first_error.or(Some(e));
+            break;
+        }
+        if first_error.is_some() {
+            break;
+        }
     }
-    .await;
-    // Deliveries run to the end even when fetching failed: a cancelled one could have been
-    // accepted downstream without its result being recorded.
-    while deliveries.join_next().await.is_some() {}
-    fetched?;
+    // Settling runs to the end even when fetching failed: a cancelled delivery could have
+    // been accepted downstream without its result being recorded.
+    while !settling.is_empty() {
+        first_error = first_error.or(settled(settling.join_next().await, summary));
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
 
     let deletable =
         ctx.with_state(|s| s.deletable_uids(&c.name, mailbox, c.pop3.server_copy, ctx.now()))?;
@@ -338,6 +340,77 @@ async fn poll_inner(
     Ok(())
 }
 
+/// Fetched batches settling at once, besides the one being fetched.
+const SETTLING: usize = 2;
+
+/// Where a batch came from (owned: it moves into the batch's task).
+struct BatchOrigin {
+    connector: String,
+    mailbox: String,
+    hashed: bool,
+}
+
+/// Settles a fetched batch: records every message, makes the batch durable with one barrier
+/// (before anything else happens to it), routes, and delivers when `deliver`. Returns the
+/// batch's counts.
+async fn settle(
+    ctx: Arc<Context>,
+    origin: BatchOrigin,
+    fetched: Vec<(UidKey, u64, Stored)>,
+    deliver: bool,
+) -> Result<PollSummary, PollError> {
+    let mut summary = PollSummary::default();
+    let mut recorded = Vec::with_capacity(fetched.len());
+    for (key, size, stored) in fetched {
+        let pop3 = Pop3Origin {
+            mailbox: &origin.mailbox,
+            uid: &key,
+            hashed: origin.hashed,
+            listed_size: size,
+        };
+        record(
+            &ctx,
+            &origin.connector,
+            Source::Pop3,
+            Some(pop3),
+            &stored,
+            None,
+        )
+        .await?;
+        summary.fetched += 1;
+        recorded.push(stored);
+    }
+    ctx.barrier().sync().await?;
+    let mut ids = Vec::with_capacity(recorded.len());
+    for stored in recorded {
+        summary.count(route_new(&ctx, &stored).await);
+        ids.push(stored.id);
+    }
+    if deliver {
+        crate::delivery::deliver_ids(&ctx, &ids).await;
+    }
+    Ok(summary)
+}
+
+/// Adds a settled batch's counts to `summary`; returns its error.
+fn settled(
+    joined: Option<Result<Result<PollSummary, PollError>, tokio::task::JoinError>>,
+    summary: &mut PollSummary,
+) -> Option<PollError> {
+    match joined? {
+        Ok(Ok(s)) => {
+            summary.fetched += s.fetched;
+            summary.forwarded += s.forwarded;
+            summary.held += s.held;
+            summary.bad += s.bad;
+            summary.killed += s.killed;
+            None
+        }
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(PollError::Internal(e.to_string())),
+    }
+}
+
 type Fetched = Vec<(UidKey, u64, Result<Stored, String>)>;
 
 /// Retrieves a batch (pipelined RETRs, or one TOP), streaming each message through a duplex
@@ -373,8 +446,9 @@ async fn fetch_batch(
     };
     let store = async {
         let mut writers: Vec<(NonZeroU32, Result<SpoolWriter, String>)> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
         while let Some((msg, mut r)) = rx.recv().await {
-            let w = copy_into_spool(spool, now, &mut r).await;
+            let w = copy_into_spool(spool, now, &mut r, &mut buf).await;
             if w.is_err() {
                 // Keep the producer going: the rest of this message is read and dropped.
                 let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
@@ -421,11 +495,11 @@ async fn copy_into_spool(
     spool: &crate::spool::Spool,
     now: SystemTime,
     r: &mut DuplexStream,
+    buf: &mut [u8],
 ) -> Result<SpoolWriter, SpoolError> {
     let mut w = spool.writer(now);
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = r.read(buf).await?;
         if n == 0 {
             return Ok(w);
         }

@@ -253,6 +253,22 @@ impl Spool {
         Ok(out)
     }
 
+    /// The first `limit` bytes of a message (all of it when shorter) and its size, read with
+    /// one trip to the blocking pool.
+    pub async fn read_start(&self, id: &MessageId, limit: usize) -> io::Result<(Vec<u8>, u64)> {
+        let path = self.path(id);
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let file = std::fs::File::open(path)?;
+            let size = file.metadata()?.len();
+            let mut out = Vec::with_capacity(size.min(limit as u64) as usize);
+            file.take(limit as u64).read_to_end(&mut out)?;
+            Ok((out, size))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
     /// Deletes a message file; `Ok(false)` when it was already gone.
     pub fn delete(&self, id: &MessageId) -> io::Result<bool> {
         match std::fs::remove_file(self.path(id)) {
@@ -346,7 +362,7 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     /// Bytes held in memory before the message goes to its temporary file.
-    pub const BUFFER: usize = 256 * 1024;
+    pub const BUFFER: usize = 64 * 1024;
 
     /// The identifier the message will have.
     pub fn id(&self) -> &MessageId {

@@ -136,6 +136,14 @@ impl Source {
             Source::Smtp => "smtp",
         }
     }
+
+    fn parse(s: &str) -> Option<Source> {
+        match s {
+            "pop3" => Some(Source::Pop3),
+            "smtp" => Some(Source::Smtp),
+            _ => None,
+        }
+    }
 }
 
 macro_rules! text_enum {
@@ -342,6 +350,8 @@ pub struct Due {
     pub sender: Option<String>,
     /// When it entered the queue.
     pub created: SystemTime,
+    /// Where it came from.
+    pub source: Source,
     /// The recipients due now (pending, or deferred with `next_retry <= now`).
     pub recipients: Vec<RecipientRow>,
 }
@@ -672,7 +682,7 @@ impl State {
     pub fn due_deliveries(&self, now: SystemTime, limit: usize) -> Result<Vec<Due>, StateError> {
         let now = unix(now);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, connector, spool_file, sender, created FROM messages
+            "SELECT id, connector, spool_file, sender, created, source FROM messages
              WHERE status = 'routed' AND next_retry <= ?1 ORDER BY next_retry, id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![now, limit as i64], due_row)?;
@@ -685,7 +695,7 @@ impl State {
     pub fn due_among(&self, ids: &[MessageId], now: SystemTime) -> Result<Vec<Due>, StateError> {
         let now = unix(now);
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, connector, spool_file, sender, created FROM messages
+            "SELECT id, connector, spool_file, sender, created, source FROM messages
              WHERE id = ?1 AND status = 'routed' AND next_retry <= ?2",
         )?;
         let mut out = Vec::with_capacity(ids.len());
@@ -1148,8 +1158,8 @@ fn query<T, P: rusqlite::Params>(
     conn.prepare_cached(sql)?.query_row(p, f)
 }
 
-/// A `messages` row (id, connector, spool_file, sender, created) as a [`Due`] without its
-/// recipients.
+/// A `messages` row (id, connector, spool_file, sender, created, source) as a [`Due`]
+/// without its recipients.
 fn due_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
     Ok(Due {
         id: parse_id(r.get(0)?)?,
@@ -1157,6 +1167,10 @@ fn due_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Due> {
         spool_file: r.get(2)?,
         sender: r.get(3)?,
         created: from_unix(r.get(4)?),
+        source: {
+            let source: String = r.get(5)?;
+            Source::parse(&source).ok_or_else(|| bad_text(&source))?
+        },
         recipients: Vec::new(),
     })
 }
