@@ -506,20 +506,37 @@ async fn queue_bounce(ctx: &Context, due: &Due, header: &[u8], failed: &[ReportR
 /// Delivers the given messages if they are due (used right after a poll under "remove after
 /// delivered").
 pub async fn deliver_ids(ctx: &Arc<Context>, ids: &[MessageId]) {
+    run_all(ctx, ids.iter().cloned()).await;
+}
+
+/// Claims the messages no other worker holds, then reads which of them are still due (with
+/// their due recipients) and releases the rest. Reading after claiming is what keeps a message
+/// from being delivered twice: a due list read before another worker delivered it and released
+/// it would still show it due.
+fn claim_due(ctx: &Context, ids: impl IntoIterator<Item = MessageId>) -> Vec<Due> {
+    let claimed: Vec<MessageId> = ids.into_iter().filter(|id| ctx.claim(id)).collect();
+    if claimed.is_empty() {
+        return Vec::new();
+    }
     let due = ctx
-        .with_state(|s| s.due_among(ids, ctx.now()))
-        .unwrap_or_default();
-    run_all(ctx, due).await;
+        .with_state(|s| s.due_among(&claimed, ctx.now()))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the queue failed");
+            Vec::new()
+        });
+    for id in &claimed {
+        if !due.iter().any(|d| &d.id == id) {
+            ctx.release_claim(id);
+        }
+    }
+    due
 }
 
 /// Runs deliveries concurrently (bounded), skipping messages another worker holds.
-async fn run_all(ctx: &Arc<Context>, due: Vec<Due>) -> usize {
+async fn run_all(ctx: &Arc<Context>, ids: impl IntoIterator<Item = MessageId>) -> usize {
     let mut set = tokio::task::JoinSet::new();
     let mut n = 0;
-    for d in due {
-        if !ctx.claim(&d.id) {
-            continue;
-        }
+    for d in claim_due(ctx, ids) {
         n += 1;
         let ctx = Arc::clone(ctx);
         let sem = ctx.deliveries();
@@ -562,7 +579,7 @@ pub async fn deliver_all_due(ctx: &Arc<Context>) -> usize {
             return total;
         }
         attempted.extend(due.iter().map(|d| d.id.clone()));
-        total += run_all(ctx, due).await;
+        total += run_all(ctx, due.into_iter().map(|d| d.id)).await;
     }
 }
 
@@ -580,10 +597,7 @@ pub async fn dispatcher(ctx: Arc<Context>, shutdown: CancellationToken) {
                 tracing::error!(error = %e, "reading the queue failed");
                 Vec::new()
             });
-        for d in due {
-            if !ctx.claim(&d.id) {
-                continue;
-            }
+        for d in claim_due(&ctx, due.into_iter().map(|d| d.id)) {
             let ctx = Arc::clone(&ctx);
             let sem = ctx.deliveries();
             workers.spawn(async move {

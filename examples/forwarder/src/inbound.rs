@@ -97,7 +97,7 @@ impl Inbound {
         let connector = self.route_with.as_deref().unwrap_or(LISTENER_CONNECTOR);
         // The client's MAIL FROM is the envelope sender, whatever the headers say.
         let sender = envelope.from.as_str().to_owned();
-        let id = crate::poller::record(
+        crate::poller::record(
             &self.ctx,
             connector,
             Source::Smtp,
@@ -107,8 +107,14 @@ impl Inbound {
         )
         .await
         .map_err(|e| e.to_string())?;
+        let id = &stored.id;
         if self.route_with.is_some() {
-            crate::poller::route_new(&self.ctx, &stored).await;
+            let fresh = crate::poller::Fresh {
+                stored: &stored,
+                connector,
+                sender: Some(&sender),
+            };
+            crate::poller::route_new(&self.ctx, fresh).await;
         } else {
             let recipients: Vec<NewRecipient> = envelope
                 .recipients
@@ -124,7 +130,7 @@ impl Inbound {
             );
             crate::poller::apply(
                 &self.ctx,
-                &id,
+                id,
                 Disposition::Deliver,
                 recipients,
                 &text,

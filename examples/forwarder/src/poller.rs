@@ -368,7 +368,7 @@ async fn settle(
             hashed: origin.hashed,
             listed_size: size,
         };
-        record(
+        let sender = record(
             &ctx,
             &origin.connector,
             Source::Pop3,
@@ -378,12 +378,17 @@ async fn settle(
         )
         .await?;
         summary.fetched += 1;
-        recorded.push(stored);
+        recorded.push((stored, sender));
     }
     ctx.barrier().sync().await?;
     let mut ids = Vec::with_capacity(recorded.len());
-    for stored in recorded {
-        summary.count(route_new(&ctx, &stored).await);
+    for (stored, sender) in recorded {
+        let fresh = Fresh {
+            stored: &stored,
+            connector: &origin.connector,
+            sender: sender.as_deref(),
+        };
+        summary.count(route_new(&ctx, fresh).await);
         ids.push(stored.id);
     }
     if deliver {
@@ -537,7 +542,8 @@ pub fn original_sender(head: &[u8], from: Option<&str>) -> Option<String> {
     from.map(str::to_owned)
 }
 
-/// Records a durable spool file in the state database (status Stored). Returns its id.
+/// Records a complete spool file in the state database (status Stored). Returns the envelope
+/// sender recorded for it.
 pub(crate) async fn record(
     ctx: &Context,
     connector: &str,
@@ -545,7 +551,7 @@ pub(crate) async fn record(
     pop3: Option<Pop3Origin<'_>>,
     stored: &Stored,
     envelope_sender: Option<&str>,
-) -> Result<MessageId, PollError> {
+) -> Result<Option<String>, PollError> {
     let config = ctx.config();
     let head = stored.head(config_header_limit(ctx, connector)).await?;
     let from = ctx.router(connector).and_then(|r| {
@@ -569,7 +575,7 @@ pub(crate) async fn record(
     };
     ctx.with_state(|s| s.record_fetched(&m, ctx.now()))?;
     drop(config);
-    Ok(stored.id.clone())
+    Ok(sender)
 }
 
 fn config_header_limit(ctx: &Context, connector: &str) -> usize {
@@ -584,12 +590,22 @@ pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
     route(ctx, id, None).await
 }
 
-/// [`route_stored`] for a message just written, whose header block is still in memory.
-pub(crate) async fn route_new(ctx: &Arc<Context>, stored: &Stored) -> Disposition {
-    route(ctx, &stored.id, Some(stored)).await
+/// [`route_stored`] for a message just recorded, whose header block is still in memory.
+pub(crate) async fn route_new(ctx: &Arc<Context>, fresh: Fresh<'_>) -> Disposition {
+    route(ctx, &fresh.stored.id, Some(fresh)).await
 }
 
-async fn route(ctx: &Arc<Context>, id: &MessageId, known: Option<&Stored>) -> Disposition {
+/// What the poller knows of a message it has just recorded, so routing need not read it back.
+pub(crate) struct Fresh<'a> {
+    /// The message, its head in memory.
+    pub(crate) stored: &'a Stored,
+    /// Its connector.
+    pub(crate) connector: &'a str,
+    /// Its envelope sender as recorded.
+    pub(crate) sender: Option<&'a str>,
+}
+
+async fn route(ctx: &Arc<Context>, id: &MessageId, known: Option<Fresh<'_>>) -> Disposition {
     match route_inner(ctx, id, known).await {
         Ok(d) => d,
         Err(reason) => {
@@ -615,25 +631,32 @@ async fn route(ctx: &Arc<Context>, id: &MessageId, known: Option<&Stored>) -> Di
 async fn route_inner(
     ctx: &Arc<Context>,
     id: &MessageId,
-    known: Option<&Stored>,
+    known: Option<Fresh<'_>>,
 ) -> Result<Disposition, String> {
     let config = ctx.config();
-    let row = ctx
-        .with_state(|s| s.message(id))
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no message {id}"))?
-        .0;
-    let Some(router) = ctx.router(&row.connector) else {
-        return Err(format!("connector {} no longer configured", row.connector));
+    let row;
+    let (connector, sender) = match &known {
+        Some(fresh) => (fresh.connector, fresh.sender),
+        None => {
+            row = ctx
+                .with_state(|s| s.message(id))
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no message {id}"))?
+                .0;
+            (row.connector.as_str(), row.sender.as_deref())
+        }
+    };
+    let Some(router) = ctx.router(connector) else {
+        return Err(format!("connector {connector} no longer configured"));
     };
     let limit = router.scanner().options().max_header_bytes;
-    let head = match known {
-        Some(stored) => stored.head(limit + 1).await,
+    let head = match &known {
+        Some(fresh) => fresh.stored.head(limit + 1).await,
         None => ctx.spool().read_head(id, limit + 1).await.map(Into::into),
     }
     .map_err(|e| format!("reading the spool file: {e}"))?;
     let head = header_block(&head, limit).map_err(|e| format!("routing: {e}"))?;
-    let mut scanner = HeaderScanner::new(&row.connector);
+    let mut scanner = HeaderScanner::new(connector);
     scanner.feed(head);
     let verdict = scanner.verdict(config.queue.max_hops);
     if verdict != LoopVerdict::Forward {
@@ -653,15 +676,12 @@ async fn route_inner(
         .collect();
     let mut text = decision.to_string();
     let mut reason = text.clone();
-    if let Some(script) = config
-        .connector(&row.connector)
-        .and_then(|c| c.script.clone())
-    {
+    if let Some(script) = config.connector(connector).and_then(|c| c.script.clone()) {
         let request = ScriptRequest {
-            connector: row.connector.clone(),
+            connector: connector.to_owned(),
             message_id: id.to_string(),
             message_path: ctx.spool().path(id),
-            sender: row.sender.clone().unwrap_or_default(),
+            sender: sender.unwrap_or_default().to_owned(),
             disposition: disposition.to_string(),
             recipients: recipients
                 .iter()

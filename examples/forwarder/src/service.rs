@@ -56,7 +56,7 @@ pub enum ServiceError {
 #[derive(Debug)]
 pub struct Context {
     config: RwLock<Arc<Config>>,
-    routers: RwLock<Arc<HashMap<String, Router>>>,
+    routers: RwLock<Arc<HashMap<String, Arc<Router>>>>,
     spool: Spool,
     state: Mutex<State>,
     barrier: Barrier,
@@ -72,14 +72,18 @@ pub struct Context {
     wake: Notify,
 }
 
-fn routers(config: &Config) -> HashMap<String, Router> {
+fn routers(config: &Config) -> HashMap<String, Arc<Router>> {
     config
         .connectors
         .iter()
         .map(|c| {
             (
                 c.name.clone(),
-                Router::new(c.send_to.clone(), c.copy_to.clone(), c.scan_options()),
+                Arc::new(Router::new(
+                    c.send_to.clone(),
+                    c.copy_to.clone(),
+                    c.scan_options(),
+                )),
             )
         })
         .collect()
@@ -133,8 +137,8 @@ impl Context {
         )
     }
 
-    /// The compiled routing rules of a connector.
-    pub fn router(&self, connector: &str) -> Option<Router> {
+    /// The compiled routing rules of a connector (shared: routing a message clones nothing).
+    pub fn router(&self, connector: &str) -> Option<Arc<Router>> {
         self.routers
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

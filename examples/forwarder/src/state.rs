@@ -37,10 +37,11 @@ use crate::spool::MessageId;
 pub const DB_FILE: &str = "mailferry.sqlite3";
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each migration takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     id            TEXT PRIMARY KEY,
     connector     TEXT NOT NULL,
@@ -87,7 +88,15 @@ CREATE TABLE pop3_uids (
     deleted_at    INTEGER,
     PRIMARY KEY (connector, mailbox, uid, occurrence)
 );
-"#];
+"#,
+    r#"
+-- A message's recipients in insertion order without a sort (an index lists equal keys by
+-- rowid), and the foreign key from pop3_uids checked without a table scan when a message row
+-- is deleted.
+CREATE INDEX recipients_message ON recipients (message_id);
+CREATE INDEX pop3_uids_message ON pop3_uids (message_id);
+"#,
+];
 
 /// State database errors.
 #[derive(Debug, thiserror::Error)]

@@ -112,6 +112,53 @@ fn newer_schema_is_refused() {
 }
 
 #[test]
+fn version_1_database_gains_the_indexes_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO messages (id, connector, source, size, first_seen, spool_file, status,
+                 created, updated)
+             VALUES ('0000000000a0000000000000001', 'c', 'smtp', 1, 0, 'f', 'stored', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let st = State::open(&path).unwrap();
+    assert_eq!(st.schema_version().unwrap(), 2);
+    assert_eq!(st.list().unwrap().len(), 1);
+    let indexes: Vec<String> = st
+        .conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "messages_status_retry",
+            "pop3_uids_message",
+            "recipients_message"
+        ]
+    );
+    // The recipients of a message come in insertion order without a sort.
+    let plan: String = st
+        .conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT address FROM recipients WHERE message_id = ?1 ORDER BY rowid",
+            ["x"],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("recipients_message"), "{plan}");
+}
+
+#[test]
 fn fetched_uid_is_seen() {
     let mut st = State::open_in_memory().unwrap();
     assert_eq!(st.seen("c1", "u@pop:110", &key("u1", 0)).unwrap(), None);
