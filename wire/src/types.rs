@@ -32,6 +32,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
+
 /// Maximum length of a [`Domain`] in octets (RFC 5321 §4.5.3.1.2).
 pub const MAX_DOMAIN_LEN: usize = 255;
 /// Maximum length of one domain label in octets (RFC 1035 §2.3.4).
@@ -204,6 +206,30 @@ pub(crate) mod class {
         }
         let x = tail_word(chunks.remainder());
         (acc | equal(x, b'\r') | equal(x, b'\n') | equal(x, 0)) != 0
+    }
+}
+
+/// A 16-byte aligned stack buffer: `str::from_utf8` checks ASCII a word pair at a time only
+/// from an aligned address and goes byte by byte elsewhere, so short values are validated
+/// here, zero-padded to a whole number of 16-byte blocks, instead of where they lie.
+#[repr(align(16))]
+pub(crate) struct Scratch<const N: usize>(pub(crate) [u8; N]);
+
+impl<const N: usize> Scratch<N> {
+    /// A zeroed buffer.
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Scratch([0; N])
+    }
+
+    /// The first `len` bytes as an inline string, `None` if they are not UTF-8 (or `len`
+    /// exceeds `N`). The zero padding is ASCII, so a valid prefix ends on a character boundary.
+    #[inline]
+    pub(crate) fn inline_str(&self, len: usize) -> Option<ArrayString<N>> {
+        // Only the blocks that hold the value: the padding is ASCII anyway.
+        let blocks = self.0.get(..(len + 15) & !15).unwrap_or(&self.0);
+        let s = std::str::from_utf8(blocks).ok()?.get(..len)?;
+        ArrayString::from(s).ok()
     }
 }
 

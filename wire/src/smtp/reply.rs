@@ -2,9 +2,10 @@
 
 use std::fmt;
 
+use arrayvec::ArrayString;
 use bytes::{BufMut, BytesMut};
 
-use crate::types::class;
+use crate::types::{Scratch, class};
 
 /// Why a reply line, a reply or a reply component was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,6 +192,26 @@ fn num_1_3(b: &[u8]) -> Option<(u16, &[u8])> {
 /// Parses an enhanced code at the start of `text`, followed by SP or the end of the text.
 /// Returns the code and the text after it (and after the SP).
 fn parse_enhanced_prefix(text: &[u8]) -> Option<(EnhancedCode, &[u8])> {
+    // The usual form, one digit each (`2.1.0`), decided from five bytes at once.
+    if let [c @ (b'2' | b'4' | b'5'), b'.', s, b'.', d, rest @ ..] = text
+        && s.is_ascii_digit()
+        && d.is_ascii_digit()
+    {
+        let rest = match rest {
+            [] => Some(rest),
+            [b' ', r @ ..] => Some(r),
+            // A longer detail (`2.1.10`) or anything else: the general parse below.
+            _ => None,
+        };
+        if let Some(rest) = rest {
+            let code = EnhancedCode {
+                class: c - b'0',
+                subject: u16::from(s - b'0'),
+                detail: u16::from(d - b'0'),
+            };
+            return Some((code, rest));
+        }
+    }
     // Cheap reject: most text lines do not start with "2.", "4." or "5.".
     let [class @ (b'2' | b'4' | b'5'), b'.', rest @ ..] = text else {
         return None;
@@ -316,7 +337,50 @@ pub struct Reply {
     code: ReplyCode,
     enhanced: Option<EnhancedCode>,
     /// The lines joined by `\n`, which cannot occur inside a line.
-    text: String,
+    text: Text,
+}
+
+/// The longest reply text stored inline. Most replies a client reads (`250 2.1.5 Ok`, `354 ...`,
+/// `221 Bye`, a greeting) fit, and then parsing one allocates nothing. A multiple of 16, the
+/// block [`Scratch`] validates in.
+const TEXT_INLINE: usize = 48;
+
+/// A reply's text: inline when short, on the heap otherwise. Equality, hashing and `Debug` are
+/// those of the string, whatever the storage.
+#[derive(Clone)]
+enum Text {
+    Inline(ArrayString<TEXT_INLINE>),
+    Heap(String),
+}
+
+impl Text {
+    #[inline]
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Inline(s) => s.as_str(),
+            Text::Heap(s) => s.as_str(),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 fn check_line_bytes(line: &[u8]) -> Result<(), ReplyError> {
@@ -367,7 +431,7 @@ impl Reply {
         Ok(Reply {
             code,
             enhanced,
-            text,
+            text: Text::Heap(text),
         })
     }
 
@@ -384,23 +448,23 @@ impl Reply {
     /// The text lines, without code, separator or enhanced code.
     pub fn lines(&self) -> Lines<'_> {
         Lines {
-            rest: Some(&self.text),
+            rest: Some(self.text.as_str()),
         }
     }
 
     /// The number of lines (at least one).
     pub fn line_count(&self) -> usize {
-        memchr::memchr_iter(b'\n', self.text.as_bytes()).count() + 1
+        memchr::memchr_iter(b'\n', self.text.as_str().as_bytes()).count() + 1
     }
 
     /// The first line's text.
     pub fn first_line(&self) -> &str {
-        first_line(&self.text)
+        first_line(self.text.as_str())
     }
 
     /// All lines joined by `\n`: raw peer text, escape it before logging.
     pub fn text(&self) -> &str {
-        &self.text
+        self.text.as_str()
     }
 
     /// Appends the reply in wire form, `-` on every line but the last, CRLF after each.
@@ -454,59 +518,45 @@ impl Reply {
         if input.len() > opts.max_bytes {
             return None;
         }
-        // One validation for all lines; CR and LF are ASCII, so every cut below is a
-        // character boundary.
-        let all = std::str::from_utf8(input).ok()?;
-        let mut text = String::with_capacity(input.len());
-        let mut first: Option<(ReplyCode, Option<EnhancedCode>)> = None;
-        let mut pos = 0;
-        let mut lines = 0;
-        loop {
-            let rest = &input[pos..];
-            // The first CR, LF or NUL must be the CR of the line's CRLF: one scan checks the
-            // line for stray control bytes and finds its end.
-            let n = class::find_cr_lf_nul(rest)?;
-            if rest[n] != b'\r' || rest.get(n + 1) != Some(&b'\n') {
-                return None;
-            }
-            let line = &rest[..n];
-            lines += 1;
-            if n + 2 > opts.max_line_len || lines > opts.max_lines {
-                return None;
-            }
-            let (code, last, t) = parse_line(line).ok()?;
-            let t = match first {
-                None => {
-                    let (e, t) = match enhanced_of(code, t) {
-                        Some((e, rest)) => (Some(e), rest),
-                        None => (None, t),
-                    };
-                    first = Some((code, e));
-                    t
+        // The text is at most the input less one line's code and CRLF: a short reply is
+        // assembled in an aligned stack buffer and stored inline, without an allocation.
+        if input.len() <= TEXT_INLINE + 5 {
+            let mut buf = Scratch::<TEXT_INLINE>::new();
+            let mut len = 0;
+            let (code, enhanced) = scan_reply(input, opts, |newline, piece| {
+                if newline {
+                    *buf.0.get_mut(len)? = b'\n';
+                    len += 1;
                 }
-                Some((c, _)) if c != code => return None,
-                Some((_, e)) => {
-                    text.push('\n');
-                    match e {
-                        Some(e) => match enhanced_of(code, t) {
-                            Some((found, rest)) if e == found => rest,
-                            _ => t,
-                        },
-                        None => t,
-                    }
-                }
-            };
-            text.push_str(&all[pos + n - t.len()..pos + n]);
-            pos += n + 2;
-            if last {
-                let (code, enhanced) = first?;
-                return (pos == input.len()).then_some(Reply {
-                    code,
-                    enhanced,
-                    text,
-                });
-            }
+                let end = len + piece.len();
+                buf.0.get_mut(len..end)?.copy_from_slice(piece);
+                len = end;
+                Some(())
+            })?;
+            // One UTF-8 check for the whole text; CR and LF are ASCII, so the pieces are
+            // valid exactly when the input is.
+            let text = Text::Inline(buf.inline_str(len)?);
+            return Some(Reply {
+                code,
+                enhanced,
+                text,
+            });
         }
+        let mut buf = Vec::with_capacity(input.len());
+        let (code, enhanced) = scan_reply(input, opts, |newline, piece| {
+            if newline {
+                buf.push(b'\n');
+            }
+            buf.extend_from_slice(piece);
+            Some(())
+        })?;
+        // Validated where malloc put it: aligned, so a word pair at a time.
+        let text = Text::Heap(String::from_utf8(buf).ok()?);
+        Some(Reply {
+            code,
+            enhanced,
+            text,
+        })
     }
 
     /// The line-by-line reference parser behind [`Reply::parse`].
@@ -546,7 +596,62 @@ impl Reply {
 
     /// The reply with control characters in its text escaped, for logs.
     pub fn escaped(&self) -> EscapedText<'_> {
-        EscapedText(&self.text)
+        EscapedText(self.text.as_str())
+    }
+}
+
+/// The line scan of [`Reply::parse_fast`]: checks every line and hands each line's text (the
+/// code, separator and a repeated enhanced code stripped) to `push`, with `true` before every
+/// line but the first. Returns the code and enhanced code, or `None` where the general parser
+/// must decide: a stray CR, LF or NUL, a bad line, a limit, data after the last line.
+#[inline]
+fn scan_reply(
+    input: &[u8],
+    opts: &ReplyOptions,
+    mut push: impl FnMut(bool, &[u8]) -> Option<()>,
+) -> Option<(ReplyCode, Option<EnhancedCode>)> {
+    let mut first: Option<(ReplyCode, Option<EnhancedCode>)> = None;
+    let mut pos = 0;
+    let mut lines = 0;
+    loop {
+        let rest = input.get(pos..)?;
+        // The first CR, LF or NUL must be the CR of the line's CRLF: one scan checks the line
+        // for stray control bytes and finds its end.
+        let n = class::find_cr_lf_nul(rest)?;
+        if rest.get(n..n + 2) != Some(b"\r\n") {
+            return None;
+        }
+        let line = &rest[..n];
+        lines += 1;
+        if n + 2 > opts.max_line_len || lines > opts.max_lines {
+            return None;
+        }
+        let (code, last, t) = parse_line(line).ok()?;
+        match first {
+            None => {
+                let (e, t) = match enhanced_of(code, t) {
+                    Some((e, rest)) => (Some(e), rest),
+                    None => (None, t),
+                };
+                first = Some((code, e));
+                push(false, t)?;
+            }
+            Some((c, _)) if c != code => return None,
+            Some((_, e)) => {
+                let t = match e {
+                    Some(e) => match enhanced_of(code, t) {
+                        Some((found, rest)) if e == found => rest,
+                        _ => t,
+                    },
+                    None => t,
+                };
+                push(true, t)?;
+            }
+        }
+        pos += n + 2;
+        if last {
+            return first.filter(|_| pos == input.len());
+        }
     }
 }
 
@@ -766,10 +871,16 @@ impl ReplyAssembler {
         if !last {
             return Ok(None);
         }
+        // A short text is copied inline and the assembler keeps its buffer for the next
+        // reply: no allocation per reply in the common case.
+        let text = match ArrayString::from(self.text.as_str()) {
+            Ok(s) => Text::Inline(s),
+            Err(_) => Text::Heap(std::mem::take(&mut self.text)),
+        };
         let reply = Reply {
             code,
             enhanced: self.enhanced,
-            text: std::mem::take(&mut self.text),
+            text,
         };
         self.reset();
         Ok(Some(reply))

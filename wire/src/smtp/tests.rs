@@ -1374,3 +1374,97 @@ proptest! {
         );
     }
 }
+
+/// `Reply::parse` (fast path, inline or heap text), the general parser and the assembler agree
+/// on `input`, and the text reads back as `text`.
+fn assert_reply_paths_agree(input: &[u8], text: &str) {
+    let opts = ReplyOptions::default();
+    let fast = Reply::parse(input, &opts).unwrap();
+    let general = Reply::parse_general(input, &opts).unwrap();
+    assert_eq!(fast, general, "{input:?}");
+    assert_eq!(fast.text(), text);
+    let mut asm = ReplyAssembler::default();
+    let mut out = None;
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        out = asm.push_line(line.strip_suffix(b"\r\n").unwrap()).unwrap();
+    }
+    assert_eq!(out.unwrap(), fast);
+}
+
+#[test]
+fn reply_text_inline_and_heap_boundaries() {
+    // The inline buffer holds 48 octets of text; 47, 48 and 49 straddle it, one line and two.
+    for n in [0, 1, 15, 16, 17, 47, 48, 49, 64, 200] {
+        let t = "x".repeat(n);
+        assert_reply_paths_agree(format!("250 {t}\r\n").as_bytes(), &t);
+        assert_reply_paths_agree(
+            format!("250-{t}\r\n250 y\r\n").as_bytes(),
+            &format!("{t}\ny"),
+        );
+        let e = format!("250 2.1.0 {t}\r\n");
+        assert_reply_paths_agree(e.as_bytes(), &t);
+    }
+    // Multi-byte UTF-8 right at the inline edge.
+    let t = format!("{}é", "x".repeat(46));
+    assert_reply_paths_agree(format!("250 {t}\r\n").as_bytes(), &t);
+    let t = format!("{}é", "x".repeat(47));
+    assert_reply_paths_agree(format!("250 {t}\r\n").as_bytes(), &t);
+    // An inline reply equals (and hashes like) the same reply built on the heap.
+    let built = Reply::new(ReplyCode::OK, None, ["Ok"]).unwrap();
+    let parsed = Reply::parse(b"250 Ok\r\n", &ReplyOptions::default()).unwrap();
+    assert_eq!(built, parsed);
+    let s = std::hash::RandomState::new();
+    assert_eq!(
+        std::hash::BuildHasher::hash_one(&s, &built),
+        std::hash::BuildHasher::hash_one(&s, &parsed)
+    );
+    assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
+}
+
+#[test]
+fn short_invalid_utf8_reply_takes_the_lossy_path() {
+    let opts = ReplyOptions::default();
+    let r = Reply::parse(b"250 caf\xe9\r\n", &opts).unwrap();
+    assert_eq!(r.first_line(), "caf\u{fffd}");
+    assert_eq!(r, Reply::parse_general(b"250 caf\xe9\r\n", &opts).unwrap());
+}
+
+#[test]
+fn enhanced_code_known_answers() {
+    let ok: &[(&str, (u8, u16, u16), &str)] = &[
+        ("250 2.1.0 Ok", (2, 1, 0), "Ok"),
+        ("250 2.1.0", (2, 1, 0), ""),
+        ("550 5.1.10 no", (5, 1, 10), "no"),
+        ("550 5.10.1 no", (5, 10, 1), "no"),
+        ("451 4.123.999 x", (4, 123, 999), "x"),
+    ];
+    for &(line, (c, s, d), text) in ok {
+        let r = Reply::parse(format!("{line}\r\n").as_bytes(), &ReplyOptions::default()).unwrap();
+        assert_eq!(
+            r.enhanced(),
+            Some(EnhancedCode::new(c, s, d).unwrap()),
+            "{line}"
+        );
+        assert_eq!(r.text(), text, "{line}");
+    }
+    // Not an enhanced code: the text keeps it.
+    for line in [
+        "250 2.1.0x",
+        "250 2.1.0.5 x",
+        "250 2.1.1000 x",
+        "250 2.1. x",
+        "250 3.1.0 x",
+        "550 2.1.0 x",
+        "250 2..0 x",
+        "250 2.a.0 x",
+    ] {
+        let r = Reply::parse(format!("{line}\r\n").as_bytes(), &ReplyOptions::default()).unwrap();
+        assert_eq!(r.enhanced(), None, "{line}");
+        assert_eq!(r.text(), &line[4..], "{line}");
+    }
+    assert_eq!(
+        EnhancedCode::try_from("2.1.0 "),
+        Err(ReplyError::InvalidEnhancedCode)
+    );
+    assert_eq!(EnhancedCode::try_from("5.7.1"), EnhancedCode::new(5, 7, 1));
+}
