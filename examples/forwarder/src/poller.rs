@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! connect (TLS, AUTH per config) ─> LIST ─> UIDL (or, without UIDL, TOP n 0 → content hash)
-//!   ─> skip UIDs the state database knows ─> RETR pipelined (or TOP n 2^31-1 with Use TOP)
-//!   ─> each message: spool file (write, rename) ─> state row + UID (one transaction)
-//!   ─> per batch: one durability barrier (syncfs: every file and row of the batch on disk)
-//!   ─> route (loop guard, Send To rules, event script) ─> Routed | Held | Killed | BadMail
-//!   ─> "remove after delivered": deliver the new messages now
-//!   ─> barrier ─> DELE what the server copy policy allows (the state database decides)
-//!   ─> QUIT commits
+//!   ─> skip UIDs the state database knows ─> RETR pipelined (or TOP n 2^31-1 with Use TOP),
+//!      in batches; each message streamed to its spool file (write, rename)
+//!   ─> each batch settles in its own task while the next one is fetched:
+//!        each message: state row + UID (one transaction)
+//!        ─> one durability barrier (syncfs: every file and row of the batch on disk)
+//!        ─> route (loop guard, Send To rules, event script) ─> Routed | Held | Killed | BadMail
+//!        ─> "remove after delivered": deliver the batch now
+//!   ─> every batch settled ─> barrier ─> DELE (pipelined) what the server copy policy allows
+//!      (the state database decides) ─> QUIT commits
 //!   ─> mark the UIDs deleted ─> forget UIDs no longer listed
 //! ```
 //!
