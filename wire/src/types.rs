@@ -233,45 +233,55 @@ impl<const N: usize> Scratch<N> {
     }
 }
 
-/// An immutable string that may share its buffer with other values parsed from the same line.
+/// The longest value a [`Shared`] stores inline. Most mailboxes, domains, ENVIDs and keywords
+/// fit, so parsing a command allocates nothing for them.
+pub(crate) const SHARED_INLINE: usize = 40;
+
+/// An immutable string: inline when short, else a range of a shared buffer.
 ///
-/// A parsed command stores its validated fields (mailbox, ENVID, ORCPT, unknown parameters) as
-/// ranges into one copy of the line: one allocation per command instead of one per field.
-/// Values built on their own (`TryFrom<&str>`) get a buffer of their own. Equality, ordering and
-/// hashing are those of the string, never of the buffer.
+/// Short values (the common mailbox, domain, ENVID, keyword) are stored inline, which costs no
+/// allocation; a longer value holds a range of an `Arc<str>` that a value it was cut from (a
+/// mailbox and its domain) may share. Equality, ordering and hashing are those of the string,
+/// never of the storage.
 #[derive(Clone)]
-pub(crate) struct Shared {
-    buf: Arc<str>,
-    start: u32,
-    end: u32,
+pub(crate) enum Shared {
+    /// At most [`SHARED_INLINE`] octets.
+    Inline(ArrayString<SHARED_INLINE>),
+    /// `buf[start..end]`, on character boundaries.
+    Range {
+        /// The buffer, possibly shared with other values.
+        buf: Arc<str>,
+        /// Start offset in `buf`.
+        start: u32,
+        /// End offset in `buf`.
+        end: u32,
+    },
 }
 
 impl Shared {
-    /// A value with its own buffer.
+    /// A value of its own: inline when short, else in a buffer of its own.
+    #[inline]
     pub(crate) fn new(s: &str) -> Shared {
-        let buf: Arc<str> = Arc::from(s);
-        Shared::range(&buf, 0, s.len())
+        match ArrayString::from(s) {
+            Ok(a) => Shared::Inline(a),
+            Err(_) => {
+                let buf: Arc<str> = Arc::from(s);
+                Shared::range(&buf, 0, s.len())
+            }
+        }
     }
 
-    /// A value with its own buffer from bytes the caller's scan accepted as ASCII; `None` if
-    /// they are not UTF-8 after all.
-    ///
-    /// `str::from_utf8` checks ASCII sixteen bytes at a time, but only from an aligned address
-    /// and not in the tail, where it goes byte by byte; for the short values here that byte loop
-    /// is most of the cost. Copied into an aligned scratch buffer padded with spaces to whole
-    /// blocks, the check is a few words.
+    /// A value from bytes the caller's scan accepted as ASCII; `None` if they are not UTF-8
+    /// after all. A short value is validated in an aligned stack buffer (see [`Scratch`]) and
+    /// stored inline.
     #[inline]
     pub(crate) fn from_ascii(b: &[u8]) -> Option<Shared> {
-        #[repr(align(16))]
-        struct Scratch([u8; 256]);
-        if b.len() > 240 {
+        if b.len() > SHARED_INLINE {
             return std::str::from_utf8(b).ok().map(Shared::new);
         }
-        let mut scratch = Scratch([b' '; 256]);
-        scratch.0[..b.len()].copy_from_slice(b);
-        let padded = (b.len() + 15) & !15;
-        let s = std::str::from_utf8(&scratch.0[..padded]).ok()?;
-        Some(Shared::new(s.get(..b.len())?))
+        let mut scratch = Scratch::<SHARED_INLINE>::new();
+        scratch.0.get_mut(..b.len())?.copy_from_slice(b);
+        scratch.inline_str(b.len()).map(Shared::Inline)
     }
 
     /// `buf[start..end]`, sharing `buf`. Every validated value is far below 4 GiB (the longest,
@@ -279,32 +289,40 @@ impl Shared {
     /// an out-of-range or non-boundary range reads as empty rather than panicking.
     pub(crate) fn range(buf: &Arc<str>, start: usize, end: usize) -> Shared {
         match (u32::try_from(start), u32::try_from(end)) {
-            (Ok(start), Ok(end)) => Shared {
+            (Ok(start), Ok(end)) => Shared::Range {
                 buf: Arc::clone(buf),
                 start,
                 end,
             },
-            _ => Shared {
-                buf: Arc::from(""),
-                start: 0,
-                end: 0,
-            },
+            _ => Shared::Inline(ArrayString::new()),
         }
     }
 
-    /// `self[start..end]`, sharing the buffer.
+    /// `self[start..end]`: inline when short, else sharing the buffer. Out of range or off a
+    /// character boundary reads as empty, as in [`Shared::range`].
     pub(crate) fn sub(&self, start: usize, end: usize) -> Shared {
-        let base = self.start as usize;
-        Shared::range(&self.buf, base + start, base + end.min(self.len()))
+        let end = end.min(self.len());
+        match self {
+            Shared::Range {
+                buf, start: base, ..
+            } if end.saturating_sub(start) > SHARED_INLINE => {
+                let base = *base as usize;
+                Shared::range(buf, base + start, base + end)
+            }
+            _ => Shared::new(self.as_str().get(start..end).unwrap_or_default()),
+        }
     }
 
     /// The string.
     #[inline]
     pub(crate) fn as_str(&self) -> &str {
-        // Invariant: constructed on character boundaries inside `buf`.
-        self.buf
-            .get(self.start as usize..self.end as usize)
-            .unwrap_or_default()
+        match self {
+            Shared::Inline(s) => s.as_str(),
+            // Invariant: constructed on character boundaries inside `buf`.
+            Shared::Range { buf, start, end } => {
+                buf.get(*start as usize..*end as usize).unwrap_or_default()
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use nom::combinator::{all_consuming, opt};
 use nom::sequence::preceded;
 
 use super::params::{
-    MailParams, ParamError, RcptParams, Span, parse_u64, parse_u64_bytes, put_u64, sub,
+    MailParams, ParamError, RcptParams, Span, parse_u64, parse_u64_bytes, put_u64, value,
 };
 use crate::types::{
     AddressError, AuthInitialResponse, Domain, DomainError, ForwardPath, MAX_AUTH_LINE_LEN,
@@ -439,7 +439,8 @@ impl Command {
 ///
 /// It checks every byte of the line against the grammar in one pass per field, and accepts only
 /// printable ASCII, so the general code's control-byte and UTF-8 checks hold without a separate
-/// scan. The validated values share one copy of the line (see [`Shared`]), made at the end.
+/// scan. Each validated value is stored inline when short (see [`Shared`]), so the common
+/// command allocates nothing.
 fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
     if line.len() + 2 > opts.max_line_len {
         return None;
@@ -479,26 +480,11 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
         Verb::Mail => {
             let (path, i) = fast_path(rest, b"FROM")?;
             let params = MailParams::parse_fast(rest, i)?;
-            let (from, params) = match (path, params.cover()) {
-                (None, None) => (ReversePath::Null, params.build(None, 0)),
-                // The common case: only the mailbox is kept, in a buffer of its own.
-                (Some((at, span)), None) => (
-                    ReversePath::Mailbox(own_mailbox(rest, at, span)?),
-                    params.build(None, 0),
-                ),
-                (path, Some(mut c)) => {
-                    if let Some((_, span)) = path {
-                        c.start = c.start.min(span.start);
-                        c.end = c.end.max(span.end);
-                    }
-                    let buf = Shared::from_ascii(rest.get(c.start..c.end)?)?;
-                    let from = match path {
-                        Some((at, span)) => ReversePath::Mailbox(mailbox(&buf, c.start, at, span)),
-                        None => ReversePath::Null,
-                    };
-                    (from, params.build(Some(&buf), c.start))
-                }
+            let from = match path {
+                None => ReversePath::Null,
+                Some((at, span)) => ReversePath::Mailbox(own_mailbox(rest, at, span)?),
             };
+            let params = params.build(rest)?;
             Some(Command::Mail { from, params })
         }
         Verb::Rcpt => {
@@ -506,24 +492,9 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
             let (path, i) = fast_path(rest, b"TO")?;
             let (at, span) = path?;
             let params = RcptParams::parse_fast(rest, i)?;
-            let (to, params) = match params.cover() {
-                None => (own_mailbox(rest, at, span)?, params.build(None, 0)),
-                Some(c) => {
-                    let c = Span {
-                        start: c.start.min(span.start),
-                        end: c.end.max(span.end),
-                    };
-                    let buf = Shared::from_ascii(rest.get(c.start..c.end)?)?;
-                    (
-                        mailbox(&buf, c.start, at, span),
-                        params.build(Some(&buf), c.start),
-                    )
-                }
-            };
-            Some(Command::Rcpt {
-                to: ForwardPath::Mailbox(to),
-                params,
-            })
+            let to = ForwardPath::Mailbox(own_mailbox(rest, at, span)?);
+            let params = params.build(rest)?;
+            Some(Command::Rcpt { to, params })
         }
         Verb::Vrfy | Verb::Expn | Verb::Auth => None,
     }
@@ -561,15 +532,11 @@ fn fast_path(rest: &[u8], keyword: &[u8]) -> Option<(Option<(usize, Span)>, usiz
     (b.get(span.end) == Some(&b'>')).then_some((Some((i + at, span)), span.end + 1))
 }
 
-/// A mailbox the fast path validated at `span` of `rest`, in a buffer of its own.
+/// A mailbox the fast path validated at `span` of `rest` (inline when short).
 #[inline]
 fn own_mailbox(rest: &[u8], at: usize, span: Span) -> Option<Mailbox> {
-    let wire = Shared::from_ascii(rest.get(span.start..span.end)?)?;
+    let wire = value(rest, span)?;
     Some(Mailbox::from_validated(wire, at - span.start))
-}
-
-fn mailbox(buf: &Shared, base: usize, at: usize, span: Span) -> Mailbox {
-    Mailbox::from_validated(sub(buf, base, span), at - span.start)
 }
 
 fn put_arg(out: &mut BytesMut, s: &str) {

@@ -91,16 +91,11 @@ impl Capabilities {
             greeting: greeting.to_owned(),
             ..Capabilities::default()
         };
-        // Unknown keywords share one copy of the reply text, made on the first one.
-        let mut shared: Option<Shared> = None;
-        let text = reply.text();
         while let Some(r) = rest {
             let (line, kw, params, next) = next_line(r);
-            // `kw` is a prefix of `r`, a suffix of `text`: its offset in `text`.
-            let kw_at = text.len() - r.len();
+            // An unknown keyword is short and stored inline: no allocation.
             caps.add_line(line, kw, params, |k| {
-                let buf = shared.get_or_insert_with(|| Shared::new(text));
-                EsmtpKeyword::from_validated(buf.sub(kw_at, kw_at + k.len()))
+                EsmtpKeyword::from_validated(Shared::new(k))
             })?;
             rest = next;
         }

@@ -560,44 +560,31 @@ impl FastOther {
         Some(())
     }
 
-    fn cover(&self, c: &mut Option<Span>) {
-        for &(ks, _, _, ve) in &self.items[..self.len] {
-            // The value, when present, follows the keyword.
-            widen(c, unspan16((ks, ve)));
-        }
-    }
-
-    fn build(&self, buf: &Shared, base: usize) -> Vec<EsmtpParam> {
+    /// The parameters as values cut from the argument bytes `b` they were scanned in.
+    fn build(&self, b: &[u8]) -> Option<Vec<EsmtpParam>> {
         if self.len == 0 {
-            return Vec::new();
+            return Some(Vec::new());
         }
         self.items[..self.len]
             .iter()
-            .map(|&(ks, ke, vs, ve)| EsmtpParam {
-                keyword: EsmtpKeyword::from_validated(sub(buf, base, unspan16((ks, ke)))),
-                value: (vs < ve)
-                    .then(|| EsmtpValue::from_validated(sub(buf, base, unspan16((vs, ve))))),
+            .map(|&(ks, ke, vs, ve)| {
+                Some(EsmtpParam {
+                    keyword: EsmtpKeyword::from_validated(value(b, unspan16((ks, ke)))?),
+                    value: match vs < ve {
+                        true => Some(EsmtpValue::from_validated(value(b, unspan16((vs, ve)))?)),
+                        false => None,
+                    },
+                })
             })
             .collect()
     }
 }
 
-/// `span` of the argument as a slice of `buf`, which holds the argument from offset `base`.
+/// The value the fast path validated at `span` of the argument bytes `b`: inline when short
+/// (no allocation), else in a buffer of its own.
 #[inline]
-pub(crate) fn sub(buf: &Shared, base: usize, span: Span) -> Shared {
-    buf.sub(span.start - base, span.end - base)
-}
-
-/// Widens `c` to cover `s`.
-#[inline]
-pub(crate) fn widen(c: &mut Option<Span>, s: Span) {
-    *c = Some(match *c {
-        None => s,
-        Some(a) => Span {
-            start: a.start.min(s.start),
-            end: a.end.max(s.end),
-        },
-    });
+pub(crate) fn value(b: &[u8], span: Span) -> Option<Shared> {
+    Shared::from_ascii(b.get(span.start..span.end)?)
 }
 
 /// `Some(v)` into an empty slot, `None` (the general parser's duplicate error) otherwise.
@@ -620,22 +607,15 @@ pub(crate) struct FastMail {
 }
 
 impl FastMail {
-    /// The range of the line that must be copied, if any.
-    pub(crate) fn cover(&self) -> Option<Span> {
-        let mut c = self.envid;
-        self.other.cover(&mut c);
-        c
-    }
-
-    /// The parameters, with stored values cut from `buf`, which holds the argument from
-    /// offset `base` and covers [`FastMail::spans`].
-    pub(crate) fn build(self, buf: Option<&Shared>, base: usize) -> MailParams {
+    /// The parameters, with stored values cut from the argument bytes `b` they were scanned in.
+    #[inline]
+    pub(crate) fn build(self, b: &[u8]) -> Option<MailParams> {
         let mut p = self.params;
-        if let Some(buf) = buf {
-            p.envid = self.envid.map(|e| XText(sub(buf, base, e)));
-            p.other = self.other.build(buf, base);
+        if let Some(e) = self.envid {
+            p.envid = Some(XText(value(b, e)?));
         }
-        p
+        p.other = self.other.build(b)?;
+        Some(p)
     }
 }
 
@@ -648,27 +628,18 @@ pub(crate) struct FastRcpt {
 }
 
 impl FastRcpt {
-    /// The range of the line that must be copied, if any.
-    pub(crate) fn cover(&self) -> Option<Span> {
-        let mut c = self.orcpt.map(|(t, a)| Span {
-            start: t.start,
-            end: a.end,
-        });
-        self.other.cover(&mut c);
-        c
-    }
-
     /// The parameters, like [`FastMail::build`].
-    pub(crate) fn build(self, buf: Option<&Shared>, base: usize) -> RcptParams {
+    #[inline]
+    pub(crate) fn build(self, b: &[u8]) -> Option<RcptParams> {
         let mut p = self.params;
-        if let Some(buf) = buf {
-            p.orcpt = self.orcpt.map(|(t, a)| Orcpt {
-                addr_type: EsmtpKeyword::from_validated(sub(buf, base, t)),
-                addr: XText(sub(buf, base, a)),
+        if let Some((t, a)) = self.orcpt {
+            p.orcpt = Some(Orcpt {
+                addr_type: EsmtpKeyword::from_validated(value(b, t)?),
+                addr: XText(value(b, a)?),
             });
-            p.other = self.other.build(buf, base);
         }
-        p
+        p.other = self.other.build(b)?;
+        Some(p)
     }
 }
 

@@ -1468,3 +1468,53 @@ fn enhanced_code_known_answers() {
     );
     assert_eq!(EnhancedCode::try_from("5.7.1"), EnhancedCode::new(5, 7, 1));
 }
+
+#[test]
+fn inline_and_heap_values_agree_at_the_inline_limit() {
+    // Values of 39, 40 and 41 octets straddle the inline limit (40): parsed by the fast path,
+    // the general path and standalone, they are equal and read back the same.
+    for n in [1, 38, 39, 40, 41, 42, 63] {
+        let local = "l".repeat(n.min(64));
+        let domain = format!("{}.org", "d".repeat(n.saturating_sub(4).max(1)));
+        let mailbox = format!("{local}@{domain}");
+        let envid = "E".repeat(n);
+        let kw = format!("X-{}", "K".repeat(n.saturating_sub(2).max(1)));
+        let lines = [
+            format!("EHLO {domain}"),
+            format!("MAIL FROM:<{mailbox}> ENVID={envid} {kw}={envid}"),
+            format!("RCPT TO:<{mailbox}> ORCPT=rfc822;{envid} {kw}"),
+        ];
+        for line in &lines {
+            assert_fast_agrees(line.as_bytes());
+        }
+        let Command::Mail { from, params } = parse(&lines[1]).unwrap() else {
+            panic!("not MAIL");
+        };
+        let m = Mailbox::try_from(mailbox.as_str()).unwrap();
+        assert_eq!(from.mailbox(), Some(&m));
+        assert_eq!(from.as_str(), mailbox);
+        let parsed = from.mailbox().unwrap();
+        assert_eq!(parsed.local_part_wire(), local);
+        assert_eq!(parsed.domain_str(), domain);
+        assert_eq!(parsed.domain(), Domain::try_from(domain.as_str()).unwrap());
+        assert_eq!(params.envid.as_ref().unwrap().as_str(), envid);
+        assert_eq!(
+            params.envid.unwrap(),
+            XText::try_from(envid.as_str()).unwrap()
+        );
+        assert_eq!(
+            params.other[0].keyword,
+            EsmtpKeyword::try_from(kw.as_str()).unwrap()
+        );
+        assert_eq!(params.other[0].value.as_ref().unwrap().as_str(), envid);
+        let Command::Ehlo(d) = parse(&lines[0]).unwrap() else {
+            panic!("not EHLO");
+        };
+        assert_eq!(d.as_str(), domain);
+        let s = std::hash::RandomState::new();
+        assert_eq!(
+            std::hash::BuildHasher::hash_one(&s, parsed),
+            std::hash::BuildHasher::hash_one(&s, &m)
+        );
+    }
+}
