@@ -235,7 +235,7 @@ impl<const N: usize> Scratch<N> {
 
 /// The longest value a [`Shared`] stores inline. Most mailboxes, domains, ENVIDs and keywords
 /// fit, so parsing a command allocates nothing for them.
-pub(crate) const SHARED_INLINE: usize = 40;
+pub(crate) const SHARED_INLINE: usize = 48;
 
 /// An immutable string: inline when short, else a range of a shared buffer.
 ///

@@ -167,39 +167,42 @@ enum Verb {
     Auth,
 }
 
-/// Recognises the verb by its first four bytes, folded to upper case in one operation.
+/// A verb's four letters as the little-endian word [`verb`] compares, lower case.
+const fn verb_word(v: &[u8; 4]) -> u32 {
+    u32::from_le_bytes(*v) | 0x2020_2020
+}
+
+/// Recognises the verb by its first four bytes, folded to lower case in one operation.
+///
+/// Setting bit 5 maps exactly `A-Z` and `a-z` onto `a-z` (no other byte lands there), so the
+/// folded word equals a verb's lower-case letters only when the bytes spell that verb.
+#[inline]
 fn verb(line: &[u8]) -> Option<(Verb, &[u8])> {
-    let head: [u8; 4] = line.get(..4)?.try_into().ok()?;
-    // Clearing bit 5 upper-cases ASCII letters in one operation; it also folds some
-    // non-letters onto letters, hence the letter check first.
-    if !head.iter().all(u8::is_ascii_alphabetic) {
-        return None;
-    }
-    let folded = u32::from_be_bytes(head) & 0xDFDF_DFDF;
-    let v = match &folded.to_be_bytes() {
-        b"EHLO" => Verb::Ehlo,
-        b"HELO" => Verb::Helo,
-        b"MAIL" => Verb::Mail,
-        b"RCPT" => Verb::Rcpt,
-        b"DATA" => Verb::Data,
-        b"BDAT" => Verb::Bdat,
-        b"RSET" => Verb::Rset,
-        b"VRFY" => Verb::Vrfy,
-        b"EXPN" => Verb::Expn,
-        b"HELP" => Verb::Help,
-        b"NOOP" => Verb::Noop,
-        b"QUIT" => Verb::Quit,
-        b"AUTH" => Verb::Auth,
-        b"STAR" => {
-            let tail = line.get(4..8)?;
-            if !tail.eq_ignore_ascii_case(b"TTLS") {
+    let (head, rest) = line.split_first_chunk::<4>()?;
+    let v = match u32::from_le_bytes(*head) | 0x2020_2020 {
+        w if w == verb_word(b"mail") => Verb::Mail,
+        w if w == verb_word(b"rcpt") => Verb::Rcpt,
+        w if w == verb_word(b"ehlo") => Verb::Ehlo,
+        w if w == verb_word(b"data") => Verb::Data,
+        w if w == verb_word(b"bdat") => Verb::Bdat,
+        w if w == verb_word(b"rset") => Verb::Rset,
+        w if w == verb_word(b"quit") => Verb::Quit,
+        w if w == verb_word(b"noop") => Verb::Noop,
+        w if w == verb_word(b"helo") => Verb::Helo,
+        w if w == verb_word(b"vrfy") => Verb::Vrfy,
+        w if w == verb_word(b"expn") => Verb::Expn,
+        w if w == verb_word(b"help") => Verb::Help,
+        w if w == verb_word(b"auth") => Verb::Auth,
+        w if w == verb_word(b"star") => {
+            let (tail, rest) = rest.split_first_chunk::<4>()?;
+            if u32::from_le_bytes(*tail) | 0x2020_2020 != verb_word(b"ttls") {
                 return None;
             }
-            return Some((Verb::StartTls, &line[8..]));
+            return Some((Verb::StartTls, rest));
         }
         _ => return None,
     };
-    Some((v, &line[4..]))
+    Some((v, rest))
 }
 
 /// Rejects control bytes: CR, LF and NUL can smuggle a second command, the others corrupt logs.

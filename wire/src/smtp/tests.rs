@@ -1471,9 +1471,9 @@ fn enhanced_code_known_answers() {
 
 #[test]
 fn inline_and_heap_values_agree_at_the_inline_limit() {
-    // Values of 39, 40 and 41 octets straddle the inline limit (40): parsed by the fast path,
+    // Values of 47, 48 and 49 octets straddle the inline limit (48): parsed by the fast path,
     // the general path and standalone, they are equal and read back the same.
-    for n in [1, 38, 39, 40, 41, 42, 63] {
+    for n in [1, 7, 8, 9, 39, 40, 41, 47, 48, 49, 63] {
         let local = "l".repeat(n.min(64));
         let domain = format!("{}.org", "d".repeat(n.saturating_sub(4).max(1)));
         let mailbox = format!("{local}@{domain}");
@@ -1515,6 +1515,37 @@ fn inline_and_heap_values_agree_at_the_inline_limit() {
         assert_eq!(
             std::hash::BuildHasher::hash_one(&s, parsed),
             std::hash::BuildHasher::hash_one(&s, &m)
+        );
+    }
+}
+
+#[test]
+fn verbs_fold_case_and_nothing_else() {
+    assert_eq!(parse("dAtA"), Ok(Command::Data));
+    assert_eq!(parse("StartTLS"), Ok(Command::StartTls));
+    assert_eq!(parse("qUIT"), Ok(Command::Quit));
+    // Bytes that a bit-5 fold maps near letters (`@`/`` ` ``, `[`/`{`, DEL, 0xC1, controls)
+    // spell no verb.
+    for line in [
+        &b"D@TA"[..],
+        b"DATA\x00",
+        b"D`TA",
+        b"DAT\xc1",
+        b"\x04ATA",
+        b"[UIT",
+        b"STAR\x14TLS",
+        b"STARTTL\x13",
+        b"STAR",
+        b"DAT",
+    ] {
+        let general = Command::parse_general(line, &CommandOptions::default());
+        assert_eq!(Command::parse(line), general, "{line:?}");
+        assert!(
+            matches!(
+                general,
+                Err(CommandError::UnknownCommand | CommandError::ControlCharacter(_))
+            ),
+            "{line:?}: {general:?}"
         );
     }
 }
