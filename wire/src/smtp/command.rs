@@ -487,7 +487,6 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
                 None => ReversePath::Null,
                 Some((at, span)) => ReversePath::Mailbox(own_mailbox(rest, at, span)?),
             };
-            let params = params.build(rest)?;
             Some(Command::Mail { from, params })
         }
         Verb::Rcpt => {
@@ -496,7 +495,6 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
             let (at, span) = path?;
             let params = RcptParams::parse_fast(rest, i)?;
             let to = ForwardPath::Mailbox(own_mailbox(rest, at, span)?);
-            let params = params.build(rest)?;
             Some(Command::Rcpt { to, params })
         }
         Verb::Vrfy | Verb::Expn | Verb::Auth => None,

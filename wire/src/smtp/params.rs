@@ -498,16 +498,49 @@ fn fast_item(b: &[u8], i: usize) -> Option<(Span, Option<Span>, usize)> {
     Some((Span { start, end: kw_end }, value, end))
 }
 
-/// True when `k` (an LDH keyword) is `name`, compared by length and first letter before the
-/// full case-insensitive comparison.
+/// `s` (at most eight bytes) as a little-endian word with every byte OR-folded by 0x20.
+const fn word(s: &[u8]) -> u64 {
+    let mut w = 0u64;
+    let mut i = s.len();
+    while i > 0 {
+        i -= 1;
+        w = (w << 8) | (s[i] | 0x20) as u64;
+    }
+    w
+}
+
+/// The bytes of `b` at `span` as a [`word`], or 0 (no keyword's word) when longer than eight.
+///
+/// Setting bit 5 maps exactly `A-Z` and `a-z` onto `a-z`, and maps onto digits and `-` only
+/// control bytes, which no fast-path token holds: for the LDH keywords and esmtp-value bytes
+/// scanned here, equal words mean a case-insensitive match.
+#[inline]
+fn span_word(b: &[u8], span: Span) -> u64 {
+    let len = span.end.wrapping_sub(span.start);
+    if len == 0 || len > 8 {
+        return 0;
+    }
+    let w = match b.get(span.start..span.start + 8) {
+        // The common case, eight bytes in the line: one load, masked to the token's length.
+        Some(c) => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            u64::from_le_bytes(a) & (u64::MAX >> (64 - 8 * len))
+        }
+        None => b
+            .get(span.start..span.end)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .fold(0, |w, &c| (w << 8) | u64::from(c)),
+    };
+    w | (0x2020_2020_2020_2020 >> (64 - 8 * len))
+}
+
+/// True when `k` is `name`, case-insensitively; the length decides most mismatches.
 #[inline]
 fn kw_is(k: &[u8], name: &[u8]) -> bool {
-    // Setting bit 5 folds letters to lower case and leaves digits alone; other bytes may fold
-    // onto each other, which only lets the full comparison decide.
-    k.len() == name.len()
-        && !k.is_empty()
-        && (k[0] | 0x20) == (name[0] | 0x20)
-        && k.eq_ignore_ascii_case(name)
+    k.len() == name.len() && k.eq_ignore_ascii_case(name)
 }
 
 /// The fast path's xtext: only the common form without `+XX` escapes, which needs no decoding.
@@ -595,52 +628,6 @@ fn put_once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
     }
     *slot = Some(v);
     Some(())
-}
-
-/// A MAIL parameter list parsed by the fast path: the typed parameters, and the spans of the
-/// values that still need the line's copy.
-#[derive(Debug, Default)]
-pub(crate) struct FastMail {
-    params: MailParams,
-    envid: Option<Span>,
-    other: FastOther,
-}
-
-impl FastMail {
-    /// The parameters, with stored values cut from the argument bytes `b` they were scanned in.
-    #[inline]
-    pub(crate) fn build(self, b: &[u8]) -> Option<MailParams> {
-        let mut p = self.params;
-        if let Some(e) = self.envid {
-            p.envid = Some(XText(value(b, e)?));
-        }
-        p.other = self.other.build(b)?;
-        Some(p)
-    }
-}
-
-/// An RCPT parameter list parsed by the fast path, like [`FastMail`].
-#[derive(Debug, Default)]
-pub(crate) struct FastRcpt {
-    params: RcptParams,
-    orcpt: Option<(Span, Span)>,
-    other: FastOther,
-}
-
-impl FastRcpt {
-    /// The parameters, like [`FastMail::build`].
-    #[inline]
-    pub(crate) fn build(self, b: &[u8]) -> Option<RcptParams> {
-        let mut p = self.params;
-        if let Some((t, a)) = self.orcpt {
-            p.orcpt = Some(Orcpt {
-                addr_type: EsmtpKeyword::from_validated(value(b, t)?),
-                addr: XText(value(b, a)?),
-            });
-        }
-        p.other = self.other.build(b)?;
-        Some(p)
-    }
 }
 
 const MAIL_KEYWORDS: &[&[u8]] = &[b"SIZE", b"BODY", b"SMTPUTF8", b"RET", b"ENVID", b"AUTH"];
@@ -792,52 +779,56 @@ impl MailParams {
     /// same result for the common parameters, or `None` when the general parser must decide
     /// (`AUTH=`, xtext escapes, non-ASCII, any error). Every accepted byte is printable ASCII.
     #[inline]
-    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<FastMail> {
-        let mut f = FastMail::default();
-        let p = &mut f.params;
+    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<MailParams> {
+        const SIZE: u64 = word(b"SIZE");
+        const BODY: u64 = word(b"BODY");
+        const SMTPUTF8: u64 = word(b"SMTPUTF8");
+        const RET: u64 = word(b"RET");
+        const ENVID: u64 = word(b"ENVID");
+        const AUTH: u64 = word(b"AUTH");
+        let mut p = MailParams::default();
+        let mut other = FastOther::default();
         while i < b.len() {
             let (k, v, end) = fast_item(b, i)?;
             i = end;
-            let kb = &b[k.start..k.end];
-            let val = v.map(|v| &b[v.start..v.end]);
-            if kw_is(kb, b"SIZE") {
-                put_once(&mut p.size, parse_u64_bytes(val?)?)?;
-            } else if kw_is(kb, b"BODY") {
-                let v = val?;
-                let body = if kw_is(v, b"8BITMIME") {
-                    Body::EightBitMime
-                } else if kw_is(v, b"7BIT") {
-                    Body::SevenBit
-                } else if kw_is(v, b"BINARYMIME") {
-                    Body::BinaryMime
-                } else {
-                    return None;
-                };
-                put_once(&mut p.body, body)?;
-            } else if kw_is(kb, b"SMTPUTF8") {
-                if v.is_some() || p.smtputf8 {
-                    return None;
+            // Keywords and values of different lengths have different words: the length
+            // needs no separate comparison.
+            match span_word(b, k) {
+                SIZE => put_once(&mut p.size, parse_u64_bytes(b.get(v?.start..v?.end)?)?)?,
+                BODY => {
+                    let v = v?;
+                    let body = match span_word(b, v) {
+                        w if w == word(b"8BITMIME") => Body::EightBitMime,
+                        w if w == word(b"7BIT") => Body::SevenBit,
+                        // Ten letters: longer than a word.
+                        _ if b.get(v.start..v.end)?.eq_ignore_ascii_case(b"BINARYMIME") => {
+                            Body::BinaryMime
+                        }
+                        _ => return None,
+                    };
+                    put_once(&mut p.body, body)?;
                 }
-                p.smtputf8 = true;
-            } else if kw_is(kb, b"RET") {
-                let v = val?;
-                let ret = if kw_is(v, b"FULL") {
-                    Ret::Full
-                } else if kw_is(v, b"HDRS") {
-                    Ret::Hdrs
-                } else {
-                    return None;
-                };
-                put_once(&mut p.ret, ret)?;
-            } else if kw_is(kb, b"ENVID") {
-                put_once(&mut f.envid, plain_xtext(b, v?)?)?;
-            } else if kw_is(kb, b"AUTH") {
-                return None;
-            } else {
-                f.other.push(b, k, v)?;
+                SMTPUTF8 => {
+                    if v.is_some() || p.smtputf8 {
+                        return None;
+                    }
+                    p.smtputf8 = true;
+                }
+                RET => {
+                    let ret = match span_word(b, v?) {
+                        w if w == word(b"FULL") => Ret::Full,
+                        w if w == word(b"HDRS") => Ret::Hdrs,
+                        _ => return None,
+                    };
+                    put_once(&mut p.ret, ret)?;
+                }
+                ENVID => put_once(&mut p.envid, XText(value(b, plain_xtext(b, v?)?)?))?,
+                AUTH => return None,
+                _ => other.push(b, k, v)?,
             }
         }
-        Some(f)
+        p.other = other.build(b)?;
+        Some(p)
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) {
@@ -900,50 +891,59 @@ impl RcptParams {
 
     /// The fast path of [`RcptParams::parse`], like [`MailParams::parse_fast`].
     #[inline]
-    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<FastRcpt> {
-        let mut f = FastRcpt::default();
+    pub(crate) fn parse_fast(b: &[u8], mut i: usize) -> Option<RcptParams> {
+        const NOTIFY: u64 = word(b"NOTIFY");
+        const ORCPT: u64 = word(b"ORCPT");
+        let mut p = RcptParams::default();
+        let mut other = FastOther::default();
         while i < b.len() {
             let (k, v, end) = fast_item(b, i)?;
             i = end;
-            let kb = &b[k.start..k.end];
-            if kw_is(kb, b"NOTIFY") {
-                let v = v?;
-                put_once(
-                    &mut f.params.notify,
-                    Notify::parse_bytes(&b[v.start..v.end]).ok()?,
-                )?;
-            } else if kw_is(kb, b"ORCPT") {
-                let v = v?;
-                // addr-type is an esmtp-keyword, so it ends at the first ';', as the general
-                // parser splits.
-                let mut t = v.start;
-                while t < v.end && class::is(b[t], class::LDH) {
-                    t += 1;
+            match span_word(b, k) {
+                NOTIFY => {
+                    let v = v?;
+                    put_once(
+                        &mut p.notify,
+                        Notify::parse_bytes(b.get(v.start..v.end)?).ok()?,
+                    )?;
                 }
-                let ty = Span {
-                    start: v.start,
-                    end: t,
-                };
-                if t == v.start
-                    || t - v.start > MAX_ESMTP_KEYWORD_LEN
-                    || b[v.start] == b'-'
-                    || b.get(t) != Some(&b';')
-                {
-                    return None;
+                ORCPT => {
+                    let v = v?;
+                    // addr-type is an esmtp-keyword, so it ends at the first ';', as the general
+                    // parser splits.
+                    let mut t = v.start;
+                    while t < v.end && class::is(b[t], class::LDH) {
+                        t += 1;
+                    }
+                    let ty = Span {
+                        start: v.start,
+                        end: t,
+                    };
+                    if t == v.start
+                        || t - v.start > MAX_ESMTP_KEYWORD_LEN
+                        || b[v.start] == b'-'
+                        || b.get(t) != Some(&b';')
+                    {
+                        return None;
+                    }
+                    let addr = plain_xtext(
+                        b,
+                        Span {
+                            start: t + 1,
+                            end: v.end,
+                        },
+                    )?;
+                    let orcpt = Orcpt {
+                        addr_type: EsmtpKeyword::from_validated(value(b, ty)?),
+                        addr: XText(value(b, addr)?),
+                    };
+                    put_once(&mut p.orcpt, orcpt)?;
                 }
-                let addr = plain_xtext(
-                    b,
-                    Span {
-                        start: t + 1,
-                        end: v.end,
-                    },
-                )?;
-                put_once(&mut f.orcpt, (ty, addr))?;
-            } else {
-                f.other.push(b, k, v)?;
+                _ => other.push(b, k, v)?,
             }
         }
-        Some(f)
+        p.other = other.build(b)?;
+        Some(p)
     }
 
     pub(crate) fn encode(&self, out: &mut BytesMut) {

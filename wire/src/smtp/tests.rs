@@ -1549,3 +1549,63 @@ fn verbs_fold_case_and_nothing_else() {
         );
     }
 }
+
+#[test]
+fn parameter_keywords_match_by_word_exactly() {
+    let mail = |l: &str| match parse(l).unwrap() {
+        Command::Mail { params, .. } => params,
+        other => panic!("{other:?}"),
+    };
+    // Case-insensitive, at the end of the line (fewer than eight bytes left) and mid-line.
+    assert_eq!(mail("MAIL FROM:<a@b.c> sIzE=1").size, Some(1));
+    assert_eq!(
+        mail("MAIL FROM:<a@b.c> body=7bit").body,
+        Some(Body::SevenBit)
+    );
+    assert_eq!(
+        mail("MAIL FROM:<a@b.c> BODY=8bitMIME SIZE=2").body,
+        Some(Body::EightBitMime)
+    );
+    assert_eq!(
+        mail("MAIL FROM:<a@b.c> BODY=binarymime").body,
+        Some(Body::BinaryMime)
+    );
+    assert_eq!(mail("MAIL FROM:<a@b.c> Ret=hdrs").ret, Some(Ret::Hdrs));
+    assert!(mail("MAIL FROM:<a@b.c> smtputf8").smtputf8);
+    // Near misses are other parameters or errors, never the known one.
+    for (line, kw) in [
+        ("MAIL FROM:<a@b.c> SIZ=1", "SIZ"),
+        ("MAIL FROM:<a@b.c> SIZEX=1", "SIZEX"),
+        ("MAIL FROM:<a@b.c> SMTPUTF8X", "SMTPUTF8X"),
+        ("MAIL FROM:<a@b.c> SMTPUTF", "SMTPUTF"),
+        ("MAIL FROM:<a@b.c> ENVIDS=x", "ENVIDS"),
+    ] {
+        let p = mail(line);
+        assert_eq!(p.other[0].keyword.as_str(), kw, "{line}");
+        assert_eq!((p.size, p.smtputf8, p.envid), (None, false, None), "{line}");
+    }
+    for (line, err) in [
+        ("MAIL FROM:<a@b.c> BODY=BINARY", ParamError::InvalidBody),
+        ("MAIL FROM:<a@b.c> BODY=8BITMIMEX", ParamError::InvalidBody),
+        ("MAIL FROM:<a@b.c> BODY=7BI", ParamError::InvalidBody),
+        ("MAIL FROM:<a@b.c> RET=FUL", ParamError::InvalidRet),
+        ("MAIL FROM:<a@b.c> RET=HDRSS", ParamError::InvalidRet),
+        ("RCPT TO:<a@b.c> NOTIFY=NEVERX", ParamError::InvalidNotify),
+        ("RCPT TO:<a@b.c> NOTIFY=SUCCES", ParamError::InvalidNotify),
+    ] {
+        assert_eq!(parse(line), Err(CommandError::Param(err)), "{line}");
+        assert_fast_agrees(line.as_bytes());
+    }
+    let Command::Rcpt { params, .. } = parse("RCPT TO:<a@b.c> notify=delay,Success").unwrap()
+    else {
+        panic!("not RCPT");
+    };
+    assert_eq!(
+        params.notify,
+        Some(Notify::On {
+            success: true,
+            failure: false,
+            delay: true
+        })
+    );
+}
