@@ -192,6 +192,63 @@ pub(crate) mod class {
             .map(|i| base + i)
     }
 
+    /// `s` (at most eight bytes) as a little-endian word with every byte OR-folded by 0x20,
+    /// padded with 0x20.
+    ///
+    /// Setting bit 5 maps exactly `A-Z` and `a-z` onto `a-z`, and onto digits, `-` and the
+    /// other bytes from 0x20 up only control bytes: for tokens without control bytes, equal
+    /// words mean a case-insensitive match.
+    pub(crate) const fn word(s: &[u8]) -> u64 {
+        let mut w = LO * 0x20;
+        let mut i = s.len();
+        while i > 0 {
+            i -= 1;
+            w = (w << 8) | (s[i] | 0x20) as u64;
+        }
+        w
+    }
+
+    /// The bytes of `rest` (fewer than eight) as a little-endian word, padded with `pad`:
+    /// byte `i` of the word is `rest[i]`, so a match's position survives.
+    #[inline]
+    fn tail_le(rest: &[u8], pad: u8) -> u64 {
+        rest.iter()
+            .rev()
+            .fold(LO * u64::from(pad), |w, &b| (w << 8) | u64::from(b))
+    }
+
+    /// Bit 7 set in the lowest byte of `x` equal to `b`, and possibly in higher bytes (a
+    /// borrow only propagates upwards), so the lowest set bit is exact.
+    #[inline]
+    fn first_eq(x: u64, b: u8) -> u64 {
+        let v = x ^ (LO * u64::from(b));
+        v.wrapping_sub(LO) & !v & HI
+    }
+
+    /// The position of the first `a` or `b` in `s`, eight bytes at a time.
+    #[inline]
+    pub(crate) fn find2(s: &[u8], a: u8, b: u8) -> Option<usize> {
+        let mut chunks = s.chunks_exact(8);
+        let mut base = 0;
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            let x = u64::from_le_bytes(w);
+            let m = first_eq(x, a) | first_eq(x, b);
+            if m != 0 {
+                return Some(base + (m.trailing_zeros() / 8) as usize);
+            }
+            base += 8;
+        }
+        let rest = chunks.remainder();
+        // A match in the padding lies above every byte of `rest`, so it is told apart by
+        // its position whatever the padding is.
+        let x = tail_le(rest, 0);
+        let m = first_eq(x, a) | first_eq(x, b);
+        let i = (m.trailing_zeros() / 8) as usize;
+        (m != 0 && i < rest.len()).then_some(base + i)
+    }
+
     /// Like [`has_control`] for CR, LF and NUL only (reply text may carry TAB and others,
     /// which are escaped on display instead).
     #[inline]
@@ -1378,6 +1435,26 @@ impl SaslMechanism {
     pub fn as_str(&self) -> &str {
         // Invariant: validated ASCII, so the conversion cannot fail.
         std::str::from_utf8(&self.name[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl SaslMechanism {
+    /// The mechanism named by `b` (upper-cased), validated and copied in one pass; `None`
+    /// exactly where `TryFrom<&str>` fails.
+    #[inline]
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<SaslMechanism> {
+        if b.is_empty() || b.len() > MAX_SASL_MECHANISM_LEN {
+            return None;
+        }
+        let mut name = [0u8; MAX_SASL_MECHANISM_LEN];
+        let mut ok = true;
+        for (d, &c) in name.iter_mut().zip(b) {
+            ok &= class::is(c, class::LDH) | (c == b'_');
+            *d = c.to_ascii_uppercase();
+        }
+        // At most 20, checked above.
+        let len = u8::try_from(b.len()).ok()?;
+        ok.then_some(SaslMechanism { name, len })
     }
 }
 

@@ -444,6 +444,7 @@ impl Command {
 /// printable ASCII, so the general code's control-byte and UTF-8 checks hold without a separate
 /// scan. Each validated value is stored inline when short (see [`Shared`]), so the common
 /// command allocates nothing.
+#[inline(always)]
 fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
     if line.len() + 2 > opts.max_line_len {
         return None;

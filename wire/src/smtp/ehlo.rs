@@ -2,7 +2,7 @@
 
 use super::params::parse_u64;
 use super::reply::{Reply, ReplyCode, ReplyError, find_byte};
-use crate::types::{EsmtpKeyword, SaslMechanism, Shared};
+use crate::types::{EsmtpKeyword, SaslMechanism, Shared, class};
 
 /// Why an EHLO reply could not be read as capabilities.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,7 +109,7 @@ impl Capabilities {
             if m.is_empty() {
                 continue;
             }
-            if let Ok(m) = SaslMechanism::try_from(m)
+            if let Some(m) = SaslMechanism::from_bytes(m.as_bytes())
                 && !self.auth.contains(&m)
             {
                 self.auth.push(m);
@@ -270,22 +270,12 @@ const EHLO_KEYWORDS: &[&[u8]] = &[
 /// (`None` for the last line). The same split as [`split_space`] on the line.
 fn next_line(text: &str) -> (&str, &str, &str, Option<&str>) {
     let b = text.as_bytes();
-    // One comparison per byte finds the first space or control byte; a TAB or other control
-    // (allowed in reply text) only resumes the scan.
-    let mut i = 0;
-    while let Some(n) = b[i..].iter().position(|&c| c <= b' ') {
-        i += n;
-        if matches!(b[i], b' ' | b'\n') {
-            break;
-        }
-        i += 1;
-    }
-    if !matches!(b.get(i), Some(b' ' | b'\n')) {
-        i = b.len();
-    }
-    let kw_end = i;
+    // Eight bytes at a time: the keyword ends at the first space or line end (a TAB or other
+    // control, allowed in reply text, does not end it), the line at the next `\n`.
+    let kw_end = class::find2(b, b' ', b'\n').unwrap_or(b.len());
+    let mut i = kw_end;
     if i < b.len() && b[i] == b' ' {
-        i += find_byte(&b[i..], b'\n').unwrap_or(b.len() - i);
+        i += class::find2(&b[i..], b'\n', b'\n').unwrap_or(b.len() - i);
     }
     // ' ' and '\n' are ASCII, so every cut is a character boundary.
     let params = if kw_end < i { &text[kw_end + 1..i] } else { "" };

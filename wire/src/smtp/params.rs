@@ -4,7 +4,7 @@ use std::fmt;
 
 use crate::types::{
     AddressError, EsmtpKeyword, EsmtpValue, MAX_ESMTP_KEYWORD_LEN, MAX_ESMTP_VALUE_LEN, Mailbox,
-    Shared, TokenError, class,
+    Shared, TokenError, class, class::word,
 };
 use bytes::{BufMut, BytesMut};
 
@@ -498,22 +498,9 @@ fn fast_item(b: &[u8], i: usize) -> Option<(Span, Option<Span>, usize)> {
     Some((Span { start, end: kw_end }, value, end))
 }
 
-/// `s` (at most eight bytes) as a little-endian word with every byte OR-folded by 0x20.
-const fn word(s: &[u8]) -> u64 {
-    let mut w = 0u64;
-    let mut i = s.len();
-    while i > 0 {
-        i -= 1;
-        w = (w << 8) | (s[i] | 0x20) as u64;
-    }
-    w
-}
-
-/// The bytes of `b` at `span` as a [`word`], or 0 (no keyword's word) when longer than eight.
-///
-/// Setting bit 5 maps exactly `A-Z` and `a-z` onto `a-z`, and maps onto digits and `-` only
-/// control bytes, which no fast-path token holds: for the LDH keywords and esmtp-value bytes
-/// scanned here, equal words mean a case-insensitive match.
+/// The bytes of `b` at `span` as a [`word`], or 0 (no keyword's word) when longer than
+/// eight. Only for the fast paths' tokens, which hold no control byte (see
+/// [`class::folded_word_at`]).
 #[inline]
 fn span_word(b: &[u8], span: Span) -> u64 {
     let len = span.end.wrapping_sub(span.start);
@@ -534,7 +521,8 @@ fn span_word(b: &[u8], span: Span) -> u64 {
             .rev()
             .fold(0, |w, &c| (w << 8) | u64::from(c)),
     };
-    w | (0x2020_2020_2020_2020 >> (64 - 8 * len))
+    // Folded, and padded past the token like `word`: the masked bytes are zero.
+    w | 0x2020_2020_2020_2020
 }
 
 /// True when `k` is `name`, case-insensitively; the length decides most mismatches.

@@ -1609,3 +1609,36 @@ fn parameter_keywords_match_by_word_exactly() {
         })
     );
 }
+
+#[test]
+fn sasl_mechanism_fast_constructor_agrees_with_try_from() {
+    for m in [
+        "PLAIN",
+        "login",
+        "CRAM-MD5",
+        "SCRAM-SHA-256-PLUS",
+        "X_OAUTH2",
+        "A",
+        "ABCDEFGHIJKLMNOPQRST",
+        "ABCDEFGHIJKLMNOPQRSTU",
+        "",
+        "PL AIN",
+        "PLAIN=",
+        "PLÄIN",
+        "PLAIN\r",
+        "\0",
+    ] {
+        let fast = crate::types::SaslMechanism::from_bytes(m.as_bytes());
+        assert_eq!(fast, SaslMechanism::try_from(m).ok(), "{m:?}");
+    }
+    let caps = Capabilities::from_ehlo_reply(
+        &Reply::parse(
+            b"250-mx\r\n250-AUTH plain LOGIN bad! PLAIN x_y\r\n250 AUTH=cram-md5\r\n",
+            &ReplyOptions::default(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    assert_eq!(names, ["PLAIN", "LOGIN", "X_Y", "CRAM-MD5"]);
+}
