@@ -13,6 +13,7 @@
 //! recipient with the configured backoff until the queue lifetime ends; then, like a 5xx, it
 //! fails and is reported. One log line per recipient decision.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,6 @@ use crate::trace::{TraceInfo, trace_headers};
 
 /// Idle pooled connections older than this are closed rather than reused.
 pub const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Idle connections kept per destination.
-pub const POOL_PER_DEST: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Dest {
@@ -82,12 +81,24 @@ fn connection_rank(mode: TlsMode, channel: ChannelSecurity) -> u8 {
 /// same server, port, HELO name and login, and for a TLS requirement no stricter than the one it
 /// was made under (SECURITY.md: "a pooled connection is only reused for an equal or stricter
 /// policy").
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     idle: Mutex<Vec<Pooled>>,
+    /// Idle connections kept per destination: as many as deliveries may run at once, so a
+    /// burst to one destination reuses its connections instead of closing and reopening
+    /// half of them after every message.
+    per_dest: usize,
 }
 
 impl Pool {
+    /// A pool keeping up to `per_dest` idle connections per destination.
+    pub fn new(per_dest: usize) -> Pool {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            per_dest: per_dest.max(1),
+        }
+    }
+
     fn take(&self, dest: &Dest, need: u8) -> Option<SmtpClient> {
         let mut idle = self
             .idle
@@ -100,19 +111,23 @@ impl Pool {
         Some(idle.swap_remove(i).client)
     }
 
-    fn put(&self, dest: Dest, client: SmtpClient, rank: u8) {
+    /// Keeps `client` for reuse; hands it back when the destination has enough idle
+    /// connections (the caller then says QUIT).
+    fn put(&self, dest: Dest, client: SmtpClient, rank: u8) -> Option<SmtpClient> {
         let mut idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.iter().filter(|p| p.dest == dest).count() < POOL_PER_DEST {
-            idle.push(Pooled {
-                dest,
-                client,
-                rank,
-                since: Instant::now(),
-            });
+        if idle.iter().filter(|p| p.dest == dest).count() >= self.per_dest {
+            return Some(client);
         }
+        idle.push(Pooled {
+            dest,
+            client,
+            rank,
+            since: Instant::now(),
+        });
+        None
     }
 
     /// Sends QUIT on every idle connection.
@@ -185,6 +200,12 @@ async fn body<'a>(
 
 /// Delivers one due message (its due recipients) and records the outcome.
 pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
+    deliver_loaded(ctx, due, None).await
+}
+
+/// [`deliver_message`] with the whole message already in memory (`whole`, its spool file's
+/// bytes), as a poll has it right after fetching a small message: no file read.
+async fn deliver_loaded(ctx: &Arc<Context>, due: Due, whole: Option<Vec<u8>>) -> Option<Status> {
     let config = ctx.config();
     let now = ctx.now();
     let out = config
@@ -194,11 +215,18 @@ pub async fn deliver_message(ctx: &Arc<Context>, due: Due) -> Option<Status> {
         .router(&due.connector)
         .map_or(102_400, |r| r.scanner().options().max_header_bytes);
     // Small messages (most) are read whole, once: head and body come from memory.
-    let (head, size) = match ctx
-        .spool()
-        .read_start(&due.id, (limit + 1).max(WHOLE))
-        .await
-    {
+    let start = match whole {
+        Some(bytes) => {
+            let size = bytes.len() as u64;
+            Ok((bytes, size))
+        }
+        None => {
+            ctx.spool()
+                .read_start(&due.id, (limit + 1).max(WHOLE))
+                .await
+        }
+    };
+    let (head, size) = match start {
         Ok(h) => h,
         Err(e) => {
             let reason = format!("spool file unreadable: {e}");
@@ -397,7 +425,13 @@ async fn send_group(
             match client.send(&envelope, reader).await {
                 Ok(report) => {
                     let rank = connection_rank(host.tls(), client.channel());
-                    ctx.pool.put(dest.clone(), client, rank);
+                    if let Some(surplus) = ctx.pool.put(dest.clone(), client, rank) {
+                        // Not awaited here: the result must be recorded first.
+                        tokio::spawn(async move {
+                            let _ =
+                                tokio::time::timeout(Duration::from_secs(5), surplus.quit()).await;
+                        });
+                    }
                     return report
                         .recipients
                         .iter()
@@ -506,7 +540,20 @@ async fn queue_bounce(ctx: &Context, due: &Due, header: &[u8], failed: &[ReportR
 /// Delivers the given messages if they are due (used right after a poll under "remove after
 /// delivered").
 pub async fn deliver_ids(ctx: &Arc<Context>, ids: &[MessageId]) {
-    run_all(ctx, ids.iter().cloned()).await;
+    run_all(ctx, ids.iter().cloned(), HashMap::new()).await;
+}
+
+/// [`deliver_ids`] where the caller may still hold a message's whole spool file in memory.
+pub(crate) async fn deliver_loaded_ids(
+    ctx: &Arc<Context>,
+    messages: Vec<(MessageId, Option<Vec<u8>>)>,
+) {
+    let ids: Vec<MessageId> = messages.iter().map(|(id, _)| id.clone()).collect();
+    let loaded = messages
+        .into_iter()
+        .filter_map(|(id, whole)| Some((id, whole?)))
+        .collect();
+    run_all(ctx, ids, loaded).await;
 }
 
 /// Claims the messages no other worker holds, then reads which of them are still due (with
@@ -533,17 +580,22 @@ fn claim_due(ctx: &Context, ids: impl IntoIterator<Item = MessageId>) -> Vec<Due
 }
 
 /// Runs deliveries concurrently (bounded), skipping messages another worker holds.
-async fn run_all(ctx: &Arc<Context>, ids: impl IntoIterator<Item = MessageId>) -> usize {
+async fn run_all(
+    ctx: &Arc<Context>,
+    ids: impl IntoIterator<Item = MessageId>,
+    mut loaded: HashMap<MessageId, Vec<u8>>,
+) -> usize {
     let mut set = tokio::task::JoinSet::new();
     let mut n = 0;
     for d in claim_due(ctx, ids) {
         n += 1;
         let ctx = Arc::clone(ctx);
         let sem = ctx.deliveries();
+        let whole = loaded.remove(&d.id);
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let id = d.id.clone();
-            let _ = deliver_message(&ctx, d).await;
+            let _ = deliver_loaded(&ctx, d, whole).await;
             ctx.release_claim(&id);
         });
     }
@@ -579,7 +631,7 @@ pub async fn deliver_all_due(ctx: &Arc<Context>) -> usize {
             return total;
         }
         attempted.extend(due.iter().map(|d| d.id.clone()));
-        total += run_all(ctx, due.into_iter().map(|d| d.id)).await;
+        total += run_all(ctx, due.into_iter().map(|d| d.id), HashMap::new()).await;
     }
 }
 

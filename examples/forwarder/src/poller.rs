@@ -383,18 +383,23 @@ async fn settle(
         recorded.push((stored, sender));
     }
     ctx.barrier().sync().await?;
-    let mut ids = Vec::with_capacity(recorded.len());
+    let mut routed = Vec::with_capacity(recorded.len());
     for (stored, sender) in recorded {
         let fresh = Fresh {
             stored: &stored,
             connector: &origin.connector,
             sender: sender.as_deref(),
         };
-        summary.count(route_new(&ctx, fresh).await);
-        ids.push(stored.id);
+        let disposition = route_new(&ctx, fresh).await;
+        summary.count(disposition);
+        // A small message is whole in memory: delivery need not read its file back.
+        let whole = (disposition == Disposition::Deliver
+            && stored.head.len() as u64 == stored.size)
+            .then_some(stored.head);
+        routed.push((stored.id, whole));
     }
     if deliver {
-        crate::delivery::deliver_ids(&ctx, &ids).await;
+        crate::delivery::deliver_loaded_ids(&ctx, routed).await;
     }
     Ok(summary)
 }

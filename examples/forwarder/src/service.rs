@@ -122,7 +122,7 @@ impl Context {
             deliveries: Arc::new(Semaphore::new(concurrency)),
             mailboxes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
-            pool: crate::delivery::Pool::default(),
+            pool: crate::delivery::Pool::new(concurrency),
             wake: Notify::new(),
         }))
     }
