@@ -287,7 +287,7 @@ impl Command {
 
     /// Parses one command line (without CRLF). Verbs and keywords are case-insensitive.
     pub fn parse_with(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandError> {
-        Command::parse_impl::<true>(line, opts)
+        fast_command(line, opts)
     }
 
     /// [`Command::parse_with`] without the EHLO/HELO/MAIL/RCPT fast paths: the reference they
@@ -297,19 +297,13 @@ impl Command {
         line: &[u8],
         opts: &CommandOptions,
     ) -> Result<Command, CommandError> {
-        Command::parse_impl::<false>(line, opts)
+        Command::general(line, opts)
     }
 
-    /// The parser; with `FAST`, the common EHLO/HELO/MAIL/RCPT forms take a single-pass path
-    /// that returns the same value the general code would, and falls back to it otherwise (the
-    /// general code decides and names every error).
-    fn parse_impl<const FAST: bool>(
-        line: &[u8],
-        opts: &CommandOptions,
-    ) -> Result<Command, CommandError> {
-        if FAST && let Some(cmd) = fast_command(line, opts) {
-            return Ok(cmd);
-        }
+    /// The general parser, which decides and names every error; [`fast_command`] falls back
+    /// to it. Kept out of line: the fast path calls it from many places.
+    #[inline(never)]
+    fn general(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandError> {
         let len = line.len() + 2;
         let is_auth = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH");
         let max = if is_auth {
@@ -437,20 +431,40 @@ impl Command {
     }
 }
 
-/// The fast path of [`Command::parse_with`]: `Some` only for the value the general code returns
-/// on the same line, `None` to let the general code decide (and name every error).
+/// Unwraps a fast-path step, or hands the line to the general parser.
+macro_rules! or_general {
+    ($e:expr, $line:expr, $opts:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Command::general($line, $opts),
+        }
+    };
+}
+
+/// [`Command::parse_with`]: the common forms in a single pass, everything else (and every
+/// error) from the general parser. The fast path returns only the value the general code
+/// returns on the same line; the `wire_smtp_command` fuzz target checks that they agree.
 ///
 /// It checks every byte of the line against the grammar in one pass per field, and accepts only
 /// printable ASCII, so the general code's control-byte and UTF-8 checks hold without a separate
 /// scan. Each validated value is stored inline when short (see [`Shared`]), so the common
-/// command allocates nothing.
-#[inline(always)]
-fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
-    if line.len() + 2 > opts.max_line_len {
-        return None;
+/// command allocates nothing. The result is built where it is returned (an `Option` to unwrap
+/// first would be one more copy of the whole command).
+#[inline]
+fn fast_command(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandError> {
+    macro_rules! f {
+        ($e:expr) => {
+            or_general!($e, line, opts)
+        };
     }
-    let (verb, rest) = verb(line)?;
-    let bare = |cmd| rest.is_empty().then_some(cmd);
+    if line.len() + 2 > opts.max_line_len {
+        return Command::general(line, opts);
+    }
+    let (verb, rest) = f!(verb(line));
+    let bare = |cmd| match rest.is_empty() {
+        true => Ok(cmd),
+        false => Command::general(line, opts),
+    };
     match verb {
         Verb::Data => bare(Command::Data),
         Verb::Rset => bare(Command::Rset),
@@ -459,46 +473,46 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Option<Command> {
         Verb::Noop => bare(Command::Noop(None)),
         Verb::Help => bare(Command::Help(None)),
         Verb::Bdat => {
-            let r = rest.strip_prefix(b" ")?;
+            let r = f!(rest.strip_prefix(b" "));
             let digits = r.iter().take_while(|c| c.is_ascii_digit()).count();
             let last = match &r[digits..] {
                 [] => false,
                 [b' ', l @ ..] if l.eq_ignore_ascii_case(b"LAST") => true,
-                _ => return None,
+                _ => return Command::general(line, opts),
             };
-            let size = parse_u64_bytes(&r[..digits])?;
-            Some(Command::Bdat { size, last })
+            let size = f!(parse_u64_bytes(&r[..digits]));
+            Ok(Command::Bdat { size, last })
         }
         Verb::Ehlo | Verb::Helo => {
-            let arg = rest.strip_prefix(b" ")?;
-            if ascii_domain_len(arg)? != arg.len() {
-                return None;
+            let arg = f!(rest.strip_prefix(b" "));
+            if f!(ascii_domain_len(arg)) != arg.len() {
+                return Command::general(line, opts);
             }
             // The domain is ASCII: the conversion only satisfies the type system.
-            let d = Domain::from_validated(Shared::from_ascii(arg)?);
-            Some(match verb {
+            let d = Domain::from_validated(f!(Shared::from_ascii(arg)));
+            Ok(match verb {
                 Verb::Ehlo => Command::Ehlo(d),
                 _ => Command::Helo(d),
             })
         }
         Verb::Mail => {
-            let (path, i) = fast_path(rest, b"FROM")?;
-            let params = MailParams::parse_fast(rest, i)?;
+            let (path, i) = f!(fast_path(rest, b"FROM"));
+            let params = f!(MailParams::parse_fast(rest, i));
             let from = match path {
                 None => ReversePath::Null,
-                Some((at, span)) => ReversePath::Mailbox(own_mailbox(rest, at, span)?),
+                Some((at, span)) => ReversePath::Mailbox(f!(own_mailbox(rest, at, span))),
             };
-            Some(Command::Mail { from, params })
+            Ok(Command::Mail { from, params })
         }
         Verb::Rcpt => {
             // `<Postmaster>` has no '@' and takes the general path.
-            let (path, i) = fast_path(rest, b"TO")?;
-            let (at, span) = path?;
-            let params = RcptParams::parse_fast(rest, i)?;
-            let to = ForwardPath::Mailbox(own_mailbox(rest, at, span)?);
-            Some(Command::Rcpt { to, params })
+            let (path, i) = f!(fast_path(rest, b"TO"));
+            let (at, span) = f!(path);
+            let params = f!(RcptParams::parse_fast(rest, i));
+            let to = ForwardPath::Mailbox(f!(own_mailbox(rest, at, span)));
+            Ok(Command::Rcpt { to, params })
         }
-        Verb::Vrfy | Verb::Expn | Verb::Auth => None,
+        Verb::Vrfy | Verb::Expn | Verb::Auth => Command::general(line, opts),
     }
 }
 
