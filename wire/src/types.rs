@@ -118,6 +118,12 @@ pub(crate) mod class {
         TABLE[usize::from(b)] & flag != 0
     }
 
+    /// The number of leading bytes of `s` in class `flag`.
+    #[inline]
+    pub(crate) fn run(s: &[u8], flag: u8) -> usize {
+        s.iter().position(|&b| !is(b, flag)).unwrap_or(s.len())
+    }
+
     /// True when every byte of `s` is in class `flag`.
     #[inline]
     pub(crate) fn all(s: &[u8], flag: u8) -> bool {
@@ -607,9 +613,7 @@ pub(crate) fn ascii_domain_len(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     loop {
         let start = i;
-        while i < b.len() && class::is(b[i], class::LDH) {
-            i += 1;
-        }
+        i += class::run(&b[i..], class::LDH);
         match &b[start..i] {
             [] | [b'-', ..] | [.., b'-'] => return None,
             l if l.len() > MAX_LABEL_LEN => return None,
@@ -1058,9 +1062,7 @@ impl Mailbox {
         let mut i = 0;
         loop {
             let start = i;
-            while i < b.len() && class::is(b[i], class::ATEXT) {
-                i += 1;
-            }
+            i += class::run(&b[i..], class::ATEXT);
             if i == start {
                 return None;
             }
