@@ -126,7 +126,8 @@ impl Capabilities {
         params: &str,
         keyword: impl FnOnce(&str) -> EsmtpKeyword,
     ) -> Result<(), EhloError> {
-        if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
+        let kb = kw.as_bytes();
+        if kb.len() > 5 && kb[..5].eq_ignore_ascii_case(b"AUTH=") {
             // The pre-standard form some servers still send next to `AUTH`.
             self.add_auth(&line[5..]);
             return Ok(());
@@ -135,7 +136,7 @@ impl Capabilities {
         // time would repeat the comparisons.
         let key = EHLO_KEYWORDS
             .iter()
-            .position(|n| n.len() == kw.len() && kw.as_bytes().eq_ignore_ascii_case(n));
+            .position(|n| n.len() == kb.len() && kb.eq_ignore_ascii_case(n));
         let flag = match key {
             Some(0) => &mut self.pipelining,
             Some(1) => &mut self.eight_bit_mime,
@@ -268,6 +269,7 @@ const EHLO_KEYWORDS: &[&[u8]] = &[
 /// Splits the first line off `text` in one scan: the line, its keyword (up to the first
 /// space), its parameters (after that space, or empty) and the text after the line's `\n`
 /// (`None` for the last line). The same split as [`split_space`] on the line.
+#[inline(always)]
 fn next_line(text: &str) -> (&str, &str, &str, Option<&str>) {
     let b = text.as_bytes();
     // Eight bytes at a time: the keyword ends at the first space or line end (a TAB or other
