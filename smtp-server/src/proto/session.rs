@@ -50,6 +50,12 @@ enum Pending {
     DataEnd,
 }
 
+// One State per session, never in a collection: its size costs nothing, while boxing the
+// pending command would cost an allocation per command.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per session; boxing would allocate per command"
+)]
 enum State {
     /// Waiting for a decision of the application.
     Waiting {
