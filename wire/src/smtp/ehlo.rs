@@ -205,7 +205,11 @@ impl Capabilities {
 
     /// Builds the 250 EHLO reply a server sends for these capabilities.
     ///
-    /// Fails only when a text field holds CR, LF or NUL.
+    /// Fails when a text field holds CR, LF or NUL ([`ReplyError::ControlCharacter`]), and
+    /// with [`ReplyError::AmbiguousText`] when the first line (server domain and greeting)
+    /// starts with what reads as an enhanced status code (`2.0.0`): a client would take it for
+    /// one and strip it. A peer can send such a domain (`250 2.5.1 2.0.0`), so capabilities
+    /// read from a reply do not always write back.
     pub fn to_reply(&self) -> Result<Reply, ReplyError> {
         let mut lines = Vec::with_capacity(12 + self.other.len());
         lines.push(if self.greeting.is_empty() {

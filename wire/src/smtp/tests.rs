@@ -1642,3 +1642,27 @@ fn sasl_mechanism_fast_constructor_agrees_with_try_from() {
     let names: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
     assert_eq!(names, ["PLAIN", "LOGIN", "X_Y", "CRAM-MD5"]);
 }
+
+/// Found by the `wire_smtp_reply` fuzz target: `250 2.5.1 2.0.0` reads as a server domain
+/// `2.0.0`, which no EHLO reply can carry on its first line without reading back as an
+/// enhanced code; `to_reply` names that instead of building a reply that decodes differently.
+#[test]
+fn ehlo_domain_that_reads_as_enhanced_code_is_refused_by_to_reply() {
+    let opts = ReplyOptions::default();
+    let reply = Reply::parse(b"250 2.5.1 2.0.0\r\n", &opts).unwrap();
+    assert_eq!(reply.enhanced(), Some(EnhancedCode::new(2, 5, 1).unwrap()));
+    let caps = Capabilities::from_ehlo_reply(&reply).unwrap();
+    assert_eq!(caps.server_domain, "2.0.0");
+    assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
+    let mut caps = Capabilities::default();
+    caps.server_domain = "2.0.0".to_owned();
+    caps.greeting = "hi".to_owned();
+    assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
+    // Not an enhanced code of the reply's class, or not followed by SP: written as is.
+    for domain in ["5.0.0", "2.0.0x", "2.0", "mx.example.org"] {
+        let mut caps = Capabilities::default();
+        caps.server_domain = domain.to_owned();
+        let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
+        assert_eq!(again.server_domain, domain);
+    }
+}
