@@ -1654,14 +1654,18 @@ fn ehlo_domain_that_reads_as_enhanced_code_is_refused_by_to_reply() {
     let caps = Capabilities::from_ehlo_reply(&reply).unwrap();
     assert_eq!(caps.server_domain, "2.0.0");
     assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
-    let mut caps = Capabilities::default();
-    caps.server_domain = "2.0.0".to_owned();
-    caps.greeting = "hi".to_owned();
+    let caps = Capabilities {
+        server_domain: "2.0.0".to_owned(),
+        greeting: "hi".to_owned(),
+        ..Capabilities::default()
+    };
     assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
     // Not an enhanced code of the reply's class, or not followed by SP: written as is.
     for domain in ["5.0.0", "2.0.0x", "2.0", "mx.example.org"] {
-        let mut caps = Capabilities::default();
-        caps.server_domain = domain.to_owned();
+        let caps = Capabilities {
+            server_domain: domain.to_owned(),
+            ..Capabilities::default()
+        };
         let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
         assert_eq!(again.server_domain, domain);
     }
