@@ -211,9 +211,7 @@ async fn deliver_loaded(ctx: &Arc<Context>, due: Due, whole: Option<Vec<u8>>) ->
     let out = config
         .connector(&due.connector)
         .map_or(&config.smtp, |c| &c.smtp);
-    let limit = ctx
-        .router(&due.connector)
-        .map_or(102_400, |r| r.scanner().options().max_header_bytes);
+    let limit = crate::poller::max_header_bytes(ctx.router(&due.connector).as_deref());
     // Small messages (most) are read whole, once: head and body come from memory.
     let start = match whole {
         Some(bytes) => {

@@ -559,17 +559,19 @@ pub(crate) async fn record(
     stored: &Stored,
     envelope_sender: Option<&str>,
 ) -> Result<Option<String>, PollError> {
-    let config = ctx.config();
-    let head = stored.head(config_header_limit(ctx, connector)).await?;
-    let from = ctx.router(connector).and_then(|r| {
-        r.scanner()
-            .scan(&head)
-            .ok()
-            .and_then(|s| s.senders.first().map(ToString::to_string))
-    });
+    let router = ctx.router(connector);
+    let head = stored.head(max_header_bytes(router.as_deref())).await?;
     let sender = match envelope_sender {
         Some(s) => Some(s.to_owned()),
-        None => original_sender(&head, from.as_deref()),
+        None => {
+            let from = router.and_then(|r| {
+                r.scanner()
+                    .scan(&head)
+                    .ok()
+                    .and_then(|s| s.senders.first().map(ToString::to_string))
+            });
+            original_sender(&head, from.as_deref())
+        }
     };
     let m = NewMessage {
         id: &stored.id,
@@ -581,13 +583,16 @@ pub(crate) async fn record(
         sender: sender.as_deref(),
     };
     ctx.with_state(|s| s.record_fetched(&m, ctx.now()))?;
-    drop(config);
     Ok(sender)
 }
 
-fn config_header_limit(ctx: &Context, connector: &str) -> usize {
-    ctx.router(connector)
-        .map_or(102_400, |r| r.scanner().options().max_header_bytes)
+/// The header-block limit a connector's rules scan with (the routing default when the
+/// connector is gone).
+pub(crate) fn max_header_bytes(router: Option<&mailferry_routing::Router>) -> usize {
+    router.map_or_else(
+        || mailferry_routing::ScanOptions::default().max_header_bytes,
+        |r| r.scanner().options().max_header_bytes,
+    )
 }
 
 /// Routes a Stored message: loop guard, Send To rules, event script; records the decision and

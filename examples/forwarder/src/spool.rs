@@ -138,12 +138,24 @@ impl Stored {
         if have >= limit || have as u64 == self.size {
             return Ok(std::borrow::Cow::Borrowed(&self.head[..have.min(limit)]));
         }
-        use tokio::io::AsyncReadExt;
-        let mut out = Vec::new();
-        let file = tokio::fs::File::open(&self.path).await?;
-        file.take(limit as u64).read_to_end(&mut out).await?;
+        let (out, _) = read_prefix(self.path.clone(), limit).await?;
         Ok(std::borrow::Cow::Owned(out))
     }
+}
+
+/// The first `limit` bytes of the file at `path` and its size, with one trip to the blocking
+/// pool.
+async fn read_prefix(path: PathBuf, limit: usize) -> io::Result<(Vec<u8>, u64)> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut out = Vec::with_capacity(size.min(limit as u64) as usize);
+        file.take(limit as u64).read_to_end(&mut out)?;
+        Ok((out, size))
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// The spool directories and the size limit.
@@ -246,27 +258,13 @@ impl Spool {
 
     /// Reads at most `limit` bytes from the start of a message (enough for its header block).
     pub async fn read_head(&self, id: &MessageId, limit: usize) -> io::Result<Vec<u8>> {
-        use tokio::io::AsyncReadExt;
-        let file = self.open_message(id).await?;
-        let mut out = Vec::new();
-        file.take(limit as u64).read_to_end(&mut out).await?;
-        Ok(out)
+        Ok(self.read_start(id, limit).await?.0)
     }
 
     /// The first `limit` bytes of a message (all of it when shorter) and its size, read with
     /// one trip to the blocking pool.
     pub async fn read_start(&self, id: &MessageId, limit: usize) -> io::Result<(Vec<u8>, u64)> {
-        let path = self.path(id);
-        tokio::task::spawn_blocking(move || {
-            use std::io::Read as _;
-            let file = std::fs::File::open(path)?;
-            let size = file.metadata()?.len();
-            let mut out = Vec::with_capacity(size.min(limit as u64) as usize);
-            file.take(limit as u64).read_to_end(&mut out)?;
-            Ok((out, size))
-        })
-        .await
-        .map_err(io::Error::other)?
+        read_prefix(self.path(id), limit).await
     }
 
     /// Deletes a message file; `Ok(false)` when it was already gone.
@@ -342,7 +340,7 @@ impl Drop for TempGuard {
 /// A message up to [`SpoolWriter::BUFFER`] bytes (most mail) stays in memory until
 /// [`commit`](SpoolWriter::commit), which creates, writes and renames the file in one blocking
 /// call; a longer one streams to its temporary file in buffer-sized writes. Either way memory
-/// stays bounded by the buffer, whatever the message size.
+/// stays bounded by the buffer plus the last chunk written, whatever the message size.
 #[derive(Debug)]
 pub struct SpoolWriter {
     /// Bytes not yet written to the file.

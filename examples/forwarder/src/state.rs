@@ -128,33 +128,6 @@ pub enum StateError {
     },
 }
 
-/// Where a message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Source {
-    /// Fetched from a POP3 mailbox.
-    Pop3,
-    /// Received by the inbound SMTP listener.
-    Smtp,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Source::Pop3 => "pop3",
-            Source::Smtp => "smtp",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Source> {
-        match s {
-            "pop3" => Some(Source::Pop3),
-            "smtp" => Some(Source::Smtp),
-            _ => None,
-        }
-    }
-}
-
 macro_rules! text_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
         $(#[$m])*
@@ -180,6 +153,16 @@ macro_rules! text_enum {
         }
     };
 }
+
+text_enum!(
+    /// Where a message came from (`messages.source`).
+    Source {
+        /// Fetched from a POP3 mailbox.
+        Pop3 = "pop3",
+        /// Received by the inbound SMTP listener.
+        Smtp = "smtp",
+    }
+);
 
 text_enum!(
     /// A message's status (`messages.status`).
