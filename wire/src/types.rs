@@ -147,13 +147,12 @@ pub(crate) mod class {
         less_than(x ^ (LO * u64::from(b)), 1)
     }
 
-    /// The last (up to seven) bytes as one word, padded with spaces.
+    /// An eight-byte chunk as a little-endian word.
     #[inline]
-    fn tail_word(rest: &[u8]) -> u64 {
-        // Shifted in byte by byte: a variable-length copy_from_slice would call memcpy.
-        // Byte order is irrelevant to an any-match test.
-        rest.iter()
-            .fold(LO * u64::from(b' '), |w, &b| (w << 8) | u64::from(b))
+    fn load(c: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        u64::from_le_bytes(w)
     }
 
     /// Scans eight bytes at a time (SWAR): true when `s` has a C0 control byte or DEL.
@@ -163,13 +162,11 @@ pub(crate) mod class {
         let mut chunks = s.chunks_exact(8);
         let mut acc = 0u64;
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            let x = u64::from_le_bytes(w);
+            let x = load(c);
             acc |= less_than(x, 0x20) | equal(x, 0x7f);
         }
         // The tail is padded with spaces, which match neither test.
-        let x = tail_word(chunks.remainder());
+        let x = tail_le(chunks.remainder(), b' ');
         (acc | less_than(x, 0x20) | equal(x, 0x7f)) != 0
     }
 
@@ -179,9 +176,7 @@ pub(crate) mod class {
         let mut chunks = s.chunks_exact(8);
         let mut base = 0;
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            let x = u64::from_le_bytes(w);
+            let x = load(c);
             // NUL, LF and CR are all below 0x0e: one cheap test per word, and the exact
             // search only in a word that has such a byte (usually the line's end).
             if less_than(x, 0x0e) != 0
@@ -237,9 +232,7 @@ pub(crate) mod class {
         let mut chunks = s.chunks_exact(8);
         let mut base = 0;
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            let x = u64::from_le_bytes(w);
+            let x = load(c);
             let m = first_eq(x, a) | first_eq(x, b);
             if m != 0 {
                 return Some(base + (m.trailing_zeros() / 8) as usize);
@@ -262,12 +255,10 @@ pub(crate) mod class {
         let mut chunks = s.chunks_exact(8);
         let mut acc = 0u64;
         for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            let x = u64::from_le_bytes(w);
+            let x = load(c);
             acc |= equal(x, b'\r') | equal(x, b'\n') | equal(x, 0);
         }
-        let x = tail_word(chunks.remainder());
+        let x = tail_le(chunks.remainder(), b' ');
         (acc | equal(x, b'\r') | equal(x, b'\n') | equal(x, 0)) != 0
     }
 }
