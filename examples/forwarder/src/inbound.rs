@@ -97,16 +97,9 @@ impl Inbound {
         let connector = self.route_with.as_deref().unwrap_or(LISTENER_CONNECTOR);
         // The client's MAIL FROM is the envelope sender, whatever the headers say.
         let sender = envelope.from.as_str().to_owned();
-        crate::poller::record(
-            &self.ctx,
-            connector,
-            Source::Smtp,
-            None,
-            &stored,
-            Some(&sender),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        crate::poller::record(&self.ctx, connector, Source::Smtp, &stored, Some(&sender))
+            .await
+            .map_err(|e| e.to_string())?;
         let id = &stored.id;
         if self.route_with.is_some() {
             let fresh = crate::poller::Fresh {
@@ -128,15 +121,13 @@ impl Inbound {
                 "disposition=deliver recipients={} (envelope)",
                 recipients.len()
             );
-            crate::poller::apply(
-                &self.ctx,
-                id,
-                Disposition::Deliver,
+            let decision = crate::poller::Decision {
+                disposition: Disposition::Deliver,
                 recipients,
-                &text,
-                &text,
-            )
-            .await?;
+                reason: text.clone(),
+                text,
+            };
+            crate::poller::settle_decisions(&self.ctx, vec![(id.clone(), decision)]);
         }
         // The 250 promises the message is safe: file and rows on disk first. Sessions that
         // finish together share one sync.

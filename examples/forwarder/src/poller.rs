@@ -219,8 +219,17 @@ async fn poll_inner(
     // Messages already stored whose server copy is still here: under "remove after delivered"
     // a due retry is attempted in this session, so a success can be removed at once.
     let mut mailbox_ids = Vec::new();
-    for (msg, size, key) in &entries {
-        if let Some(seen) = ctx.with_state(|s| s.seen(&c.name, mailbox, key))? {
+    // One read transaction for the whole listing.
+    let seen = ctx.with_state(|s| {
+        s.batch(|s| {
+            entries
+                .iter()
+                .map(|(_, _, key)| s.seen(&c.name, mailbox, key))
+                .collect::<Result<Vec<_>, StateError>>()
+        })
+    })?;
+    for ((msg, size, key), seen) in entries.iter().zip(seen) {
+        if let Some(seen) = seen {
             if let Some(id) = seen.message_id.filter(|_| !seen.deleted_from_server) {
                 mailbox_ids.push(id);
             }
@@ -362,35 +371,55 @@ async fn settle(
     deliver: bool,
 ) -> Result<PollSummary, PollError> {
     let mut summary = PollSummary::default();
-    let mut recorded = Vec::with_capacity(fetched.len());
-    for (key, size, stored) in fetched {
-        let pop3 = Pop3Origin {
-            mailbox: &origin.mailbox,
-            uid: &key,
-            hashed: origin.hashed,
-            listed_size: size,
-        };
-        let sender = record(
-            &ctx,
-            &origin.connector,
-            Source::Pop3,
-            Some(pop3),
-            &stored,
-            None,
-        )
-        .await?;
-        summary.fetched += 1;
-        recorded.push((stored, sender));
+    let mut senders = Vec::with_capacity(fetched.len());
+    for (_, _, stored) in &fetched {
+        senders.push(sender_of(&ctx, &origin.connector, stored, None).await?);
     }
+    // One transaction for the batch (each message all-or-nothing within it), then one
+    // barrier: the batch is durable before anything else happens to any of its messages.
+    let now = ctx.now();
+    ctx.with_state(|s| {
+        s.batch(|s| {
+            for ((key, size, stored), sender) in fetched.iter().zip(&senders) {
+                let pop3 = Pop3Origin {
+                    mailbox: &origin.mailbox,
+                    uid: key,
+                    hashed: origin.hashed,
+                    listed_size: *size,
+                };
+                s.record_fetched(
+                    &NewMessage {
+                        id: &stored.id,
+                        connector: &origin.connector,
+                        source: Source::Pop3,
+                        pop3: Some(pop3),
+                        size: stored.size,
+                        spool_file: &stored.path,
+                        sender: sender.as_deref(),
+                    },
+                    now,
+                )?;
+            }
+            Ok::<(), StateError>(())
+        })
+    })?;
+    summary.fetched += fetched.len();
     ctx.barrier().sync().await?;
-    let mut routed = Vec::with_capacity(recorded.len());
-    for (stored, sender) in recorded {
+    let mut decided = Vec::with_capacity(fetched.len());
+    for ((_, _, stored), sender) in fetched.iter().zip(&senders) {
         let fresh = Fresh {
-            stored: &stored,
+            stored,
             connector: &origin.connector,
             sender: sender.as_deref(),
         };
-        let disposition = route_new(&ctx, fresh).await;
+        decided.push((
+            stored.id.clone(),
+            decide(&ctx, &stored.id, Some(fresh)).await,
+        ));
+    }
+    let dispositions = settle_decisions(&ctx, decided);
+    let mut routed = Vec::with_capacity(fetched.len());
+    for ((_, _, stored), disposition) in fetched.into_iter().zip(dispositions) {
         summary.count(disposition);
         // A small message is whole in memory: delivery need not read its file back.
         let whole = (disposition == Disposition::Deliver
@@ -549,35 +578,43 @@ pub fn original_sender(head: &[u8], from: Option<&str>) -> Option<String> {
     from.map(str::to_owned)
 }
 
+/// The envelope sender to record for a complete spool file: `envelope_sender` when given
+/// (inbound SMTP), else the original sender from its header block.
+pub(crate) async fn sender_of(
+    ctx: &Context,
+    connector: &str,
+    stored: &Stored,
+    envelope_sender: Option<&str>,
+) -> Result<Option<String>, PollError> {
+    if let Some(s) = envelope_sender {
+        return Ok(Some(s.to_owned()));
+    }
+    let router = ctx.router(connector);
+    let head = stored.head(max_header_bytes(router.as_deref())).await?;
+    let from = router.and_then(|r| {
+        r.scanner()
+            .scan(&head)
+            .ok()
+            .and_then(|s| s.senders.first().map(ToString::to_string))
+    });
+    Ok(original_sender(&head, from.as_deref()))
+}
+
 /// Records a complete spool file in the state database (status Stored). Returns the envelope
 /// sender recorded for it.
 pub(crate) async fn record(
     ctx: &Context,
     connector: &str,
     source: Source,
-    pop3: Option<Pop3Origin<'_>>,
     stored: &Stored,
     envelope_sender: Option<&str>,
 ) -> Result<Option<String>, PollError> {
-    let router = ctx.router(connector);
-    let head = stored.head(max_header_bytes(router.as_deref())).await?;
-    let sender = match envelope_sender {
-        Some(s) => Some(s.to_owned()),
-        None => {
-            let from = router.and_then(|r| {
-                r.scanner()
-                    .scan(&head)
-                    .ok()
-                    .and_then(|s| s.senders.first().map(ToString::to_string))
-            });
-            original_sender(&head, from.as_deref())
-        }
-    };
+    let sender = sender_of(ctx, connector, stored, envelope_sender).await?;
     let m = NewMessage {
         id: &stored.id,
         connector,
         source,
-        pop3,
+        pop3: None,
         size: stored.size,
         spool_file: &stored.path,
         sender: sender.as_deref(),
@@ -599,12 +636,15 @@ pub(crate) fn max_header_bytes(router: Option<&mailferry_routing::Router>) -> us
 /// applies Killed (spool file deleted) and BadMail (file moved). Any problem holds the message.
 /// Returns the disposition.
 pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
-    route(ctx, id, None).await
+    let decision = decide(ctx, id, None).await;
+    settle_decisions(ctx, vec![(id.clone(), decision)])[0]
 }
 
 /// [`route_stored`] for a message just recorded, whose header block is still in memory.
 pub(crate) async fn route_new(ctx: &Arc<Context>, fresh: Fresh<'_>) -> Disposition {
-    route(ctx, &fresh.stored.id, Some(fresh)).await
+    let id = fresh.stored.id.clone();
+    let decision = decide(ctx, &id, Some(fresh)).await;
+    settle_decisions(ctx, vec![(id, decision)])[0]
 }
 
 /// What the poller knows of a message it has just recorded, so routing need not read it back.
@@ -617,34 +657,53 @@ pub(crate) struct Fresh<'a> {
     pub(crate) sender: Option<&'a str>,
 }
 
-async fn route(ctx: &Arc<Context>, id: &MessageId, known: Option<Fresh<'_>>) -> Disposition {
-    match route_inner(ctx, id, known).await {
-        Ok(d) => d,
-        Err(reason) => {
-            tracing::warn!(%id, %reason, "routing failed: message held");
-            let _ = ctx.with_state(|s| {
-                s.record_decision(
-                    id,
-                    &DecisionRecord {
-                        status: Status::Held,
-                        disposition: "held".into(),
-                        text: reason.clone(),
-                        recipients: Vec::new(),
-                    },
-                    ctx.now(),
-                )?;
-                s.set_status(id, Status::Held, &reason, ctx.now())
-            });
-            Disposition::Held
+/// A routing decision made but not yet recorded.
+pub(crate) struct Decision {
+    /// What happens to the message.
+    pub(crate) disposition: Disposition,
+    /// Its recipients (kept for Deliver and Held).
+    pub(crate) recipients: Vec<NewRecipient>,
+    /// The decision as logged and recorded.
+    pub(crate) text: String,
+    /// Why (the reason a held message shows, the BadMail reason).
+    pub(crate) reason: String,
+}
+
+impl Decision {
+    /// A message held for `reason`.
+    fn held(reason: String) -> Decision {
+        Decision {
+            disposition: Disposition::Held,
+            recipients: Vec::new(),
+            text: reason.clone(),
+            reason,
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self.disposition {
+            Disposition::Deliver => Status::Routed,
+            Disposition::Killed => Status::Killed,
+            Disposition::BadMail => Status::BadMail,
+            _ => Status::Held,
         }
     }
 }
 
-async fn route_inner(
+/// Decides what happens to a Stored message: loop guard, Send To rules, event script. Any
+/// problem gives a decision to hold it.
+async fn decide(ctx: &Arc<Context>, id: &MessageId, known: Option<Fresh<'_>>) -> Decision {
+    decide_inner(ctx, id, known).await.unwrap_or_else(|reason| {
+        tracing::warn!(%id, %reason, "routing failed: message held");
+        Decision::held(reason)
+    })
+}
+
+async fn decide_inner(
     ctx: &Arc<Context>,
     id: &MessageId,
     known: Option<Fresh<'_>>,
-) -> Result<Disposition, String> {
+) -> Result<Decision, String> {
     let config = ctx.config();
     let row;
     let (connector, sender) = match &known {
@@ -673,8 +732,12 @@ async fn route_inner(
     let verdict = scanner.verdict(config.queue.max_hops);
     if verdict != LoopVerdict::Forward {
         let reason = verdict.reason().unwrap_or_default();
-        apply(ctx, id, Disposition::BadMail, Vec::new(), &reason, &reason).await?;
-        return Ok(Disposition::BadMail);
+        return Ok(Decision {
+            disposition: Disposition::BadMail,
+            recipients: Vec::new(),
+            text: reason.clone(),
+            reason,
+        });
     }
     let decision = router.decide(head).map_err(|e| format!("routing: {e}"))?;
     let mut disposition = decision.disposition;
@@ -730,59 +793,85 @@ async fn route_inner(
             }
         }
     }
-    apply(ctx, id, disposition, recipients, &text, &reason).await?;
-    Ok(disposition)
+    Ok(Decision {
+        disposition,
+        recipients,
+        text,
+        reason,
+    })
 }
 
-/// Records a decision and carries out Killed and BadMail.
-pub(crate) async fn apply(
+/// Records decisions (one transaction for all, each message all-or-nothing), then carries
+/// out Killed (spool file deleted) and BadMail (file moved). A decision that cannot be
+/// recorded holds its message. Returns each message's disposition, in order.
+pub(crate) fn settle_decisions(
     ctx: &Context,
-    id: &MessageId,
-    disposition: Disposition,
-    recipients: Vec<NewRecipient>,
-    text: &str,
-    reason: &str,
-) -> Result<(), String> {
-    let status = match disposition {
-        Disposition::Deliver => Status::Routed,
-        Disposition::Killed => Status::Killed,
-        Disposition::BadMail => Status::BadMail,
-        _ => Status::Held,
-    };
-    let record = DecisionRecord {
-        status,
-        disposition: disposition.to_string(),
-        text: text.to_owned(),
-        recipients: if status == Status::Routed || status == Status::Held {
-            recipients
-        } else {
-            Vec::new()
-        },
-    };
-    let now = ctx.now();
-    ctx.with_state(|s| {
-        s.record_decision(id, &record, now)?;
-        if status == Status::Held {
-            s.set_status(id, Status::Held, reason, now)?;
+    decided: Vec<(MessageId, Decision)>,
+) -> Vec<Disposition> {
+    let failed: Vec<(MessageId, String)> = record_decisions(ctx, &decided)
+        .into_iter()
+        .zip(&decided)
+        .filter_map(|(r, (id, _))| r.err().map(|e| (id.clone(), e)))
+        .collect();
+    let mut out = Vec::with_capacity(decided.len());
+    for (id, d) in decided {
+        if let Some((_, reason)) = failed.iter().find(|f| f.0 == id) {
+            tracing::warn!(%id, %reason, "recording the routing decision failed: message held");
+            let held = [(id.clone(), Decision::held(reason.clone()))];
+            // Best effort: a message left Stored is routed again at the next start.
+            let _ = record_decisions(ctx, &held);
+            out.push(Disposition::Held);
+            continue;
         }
-        Ok::<(), StateError>(())
-    })
-    .map_err(|e| e.to_string())?;
-    tracing::info!(%id, disposition = %disposition, decision = %text, "routed");
-    // The decision is durable first: a crash before the file operation leaves a file the
-    // database already says is done with, never a routed message without its file.
-    match status {
-        Status::Killed => {
-            ctx.spool().delete(id).map_err(|e| e.to_string())?;
+        tracing::info!(%id, disposition = %d.disposition, decision = %d.text, "routed");
+        // The decision is recorded first: a crash before the file operation leaves a file
+        // the database already says is done with (recovery finishes the job), never a
+        // routed message without its file.
+        let done = match d.status() {
+            Status::Killed => ctx.spool().delete(&id).map(drop),
+            Status::BadMail => ctx.spool().move_to_badmail(&id, &d.reason).map(drop),
+            _ => Ok(()),
+        };
+        if let Err(e) = done {
+            tracing::warn!(%id, error = %e, "spool file operation after routing failed; recovery completes it");
         }
-        Status::BadMail => {
-            ctx.spool()
-                .move_to_badmail(id, reason)
-                .map_err(|e| e.to_string())?;
-        }
-        _ => {}
+        out.push(d.disposition);
     }
-    Ok(())
+    out
+}
+
+/// Records decisions in one transaction; each message's result.
+fn record_decisions(ctx: &Context, decided: &[(MessageId, Decision)]) -> Vec<Result<(), String>> {
+    let now = ctx.now();
+    let batch = ctx.with_state(|s| {
+        s.batch(|s| {
+            Ok::<_, StateError>(
+                decided
+                    .iter()
+                    .map(|(id, d)| {
+                        let status = d.status();
+                        let record = DecisionRecord {
+                            status,
+                            disposition: d.disposition.to_string(),
+                            text: d.text.clone(),
+                            recipients: if matches!(status, Status::Routed | Status::Held) {
+                                d.recipients.clone()
+                            } else {
+                                Vec::new()
+                            },
+                        };
+                        s.record_decision(id, &record, now)?;
+                        if status == Status::Held {
+                            s.set_status(id, Status::Held, &d.reason, now)?;
+                        }
+                        Ok(())
+                    })
+                    .map(|r: Result<(), StateError>| r.map_err(|e| e.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    });
+    batch.unwrap_or_else(|e| vec![Err(e.to_string()); decided.len()])
 }
 
 #[cfg(test)]

@@ -185,10 +185,16 @@ impl Context {
 
     /// Runs `f` on the state database (one short, synchronous transaction).
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let mut guard = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A panic while the state was borrowed may have left a transaction open.
+                let mut guard = poisoned.into_inner();
+                guard.roll_back();
+                self.state.clear_poison();
+                guard
+            }
+        };
         f(&mut guard)
     }
 

@@ -611,3 +611,67 @@ fn hostile_uid_is_stored_as_data() {
         Some(id)
     );
 }
+
+#[test]
+fn batch_commits_all_its_messages_or_none() {
+    let mut st = State::open_in_memory().unwrap();
+    let (a, b) = (key("a", 0), key("b", 0));
+    let ids = st
+        .batch(|st| Ok::<_, StateError>([fetch(st, &a, 0), fetch(st, &b, 0)]))
+        .unwrap();
+    for id in &ids {
+        assert_eq!(status(&st, id), Status::Stored);
+    }
+
+    // A failure anywhere in the closure undoes what it recorded before.
+    let c = key("c", 0);
+    let failed = st.batch(|st| {
+        fetch(st, &c, 1);
+        st.record_decision(&MessageId::generate(t(1)), &held_record(), t(1))
+    });
+    assert!(
+        matches!(failed, Err(StateError::NoSuchMessage(_))),
+        "{failed:?}"
+    );
+    assert!(st.seen("c1", "u@pop:110", &c).unwrap().is_none());
+    // ...and leaves the connection ready for the next call.
+    assert!(st.conn.is_autocommit());
+    fetch(&mut st, &c, 2);
+    assert!(st.seen("c1", "u@pop:110", &c).unwrap().is_some());
+}
+
+#[test]
+fn a_failed_message_inside_a_batch_leaves_the_others_recorded() {
+    let mut st = State::open_in_memory().unwrap();
+    let id = fetch(&mut st, &key("a", 0), 0);
+    let results = st
+        .batch(|st| {
+            // The decision of a message that does not exist fails in its own savepoint.
+            let missing = st.record_decision(&MessageId::generate(t(1)), &held_record(), t(1));
+            route(st, &id, &["x@dest.example"], 1);
+            Ok::<_, StateError>(missing)
+        })
+        .unwrap();
+    assert!(matches!(results, Err(StateError::NoSuchMessage(_))));
+    assert_eq!(status(&st, &id), Status::Routed);
+}
+
+#[test]
+fn a_transaction_left_open_is_rolled_back() {
+    let mut st = State::open_in_memory().unwrap();
+    st.conn.execute_batch("BEGIN").unwrap();
+    let a = key("a", 0);
+    fetch(&mut st, &a, 0);
+    st.roll_back();
+    assert!(st.conn.is_autocommit());
+    assert!(st.seen("c1", "u@pop:110", &a).unwrap().is_none());
+}
+
+fn held_record() -> DecisionRecord {
+    DecisionRecord {
+        status: Status::Held,
+        disposition: "held".into(),
+        text: "held".into(),
+        recipients: Vec::new(),
+    }
+}
