@@ -48,7 +48,7 @@ fn run(input: &[u8], cuts: &[u8]) -> (Vec<String>, Vec<u8>) {
                     if let Some(caps) = caps {
                         if caps.starttls && !tls_done {
                             let _ = c.starttls(now);
-                        } else if !caps.auth.is_empty() && !authed {
+                        } else if caps.has_auth() && !authed {
                             authed = true;
                             let s = ClientSession::new(
                                 Mechanism::Plain,

@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
                 // Only a first line that reads as an enhanced code (`250 2.5.1 2.0.0` gives
                 // the domain `2.0.0`) cannot be written back.
                 Err(ReplyError::AmbiguousText) => {
-                    let first = caps.server_domain.split(' ').next().unwrap_or_default();
+                    let first = caps.server_domain();
                     let code = EnhancedCode::try_from(first)
                         .unwrap_or_else(|e| panic!("{first:?} refused as ambiguous: {e}"));
                     assert_eq!(code.class(), 2);

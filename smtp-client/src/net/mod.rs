@@ -389,7 +389,7 @@ impl SmtpClient {
             let names = c
                 .core
                 .capabilities()
-                .map(|caps| caps.auth.clone())
+                .map(|caps| caps.auth().collect::<Vec<_>>())
                 .unwrap_or_default();
             ServerOffer::new(c.core.channel()).sasl(names.iter().map(|m| m.as_str().to_owned()))
         };

@@ -1117,7 +1117,7 @@ impl Client {
             params.ret = None;
             params.envid = None;
         }
-        if caps.auth.is_empty() {
+        if !caps.has_auth() {
             // RFC 4954 §5: AUTH= only to a server that announced AUTH.
             params.auth = None;
         }

@@ -502,7 +502,7 @@ fn fast_item(b: &[u8], i: usize) -> Option<(Span, Option<Span>, usize)> {
 /// eight. Only for the fast paths' tokens, which hold no control byte (see
 /// [`class::folded_word_at`]).
 #[inline]
-fn span_word(b: &[u8], span: Span) -> u64 {
+pub(crate) fn span_word(b: &[u8], span: Span) -> u64 {
     let len = span.end.wrapping_sub(span.start);
     if len == 0 || len > 8 {
         return 0;

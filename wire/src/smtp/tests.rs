@@ -757,36 +757,36 @@ const EHLO_POSTFIX: &[&str] = &[
 #[test]
 fn ehlo_capabilities_known_answers() {
     let caps = Capabilities::from_ehlo_reply(&reply(EHLO_POSTFIX).unwrap()).unwrap();
-    assert_eq!(caps.server_domain, "mx.example.org");
-    assert_eq!(caps.greeting, "");
+    assert_eq!(caps.server_domain(), "mx.example.org");
+    assert_eq!(caps.greeting(), "");
     assert!(caps.pipelining && caps.starttls && caps.enhanced_status_codes && caps.dsn);
     assert!(caps.eight_bit_mime && caps.smtputf8 && caps.chunking && caps.binary_mime);
     assert_eq!(caps.size, Some(10_240_000));
-    let mechs: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    let mechs: Vec<SaslMechanism> = caps.auth().collect();
+    let mechs: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
     assert_eq!(mechs, ["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2"]);
     assert!(caps.supports_auth("cram-md5"));
     assert!(!caps.supports_auth("GSSAPI"));
-    let other: Vec<(&str, Vec<String>)> = caps
-        .other
-        .iter()
-        .map(|e| (e.keyword.as_str(), e.params.clone()))
+    let other: Vec<(&str, Vec<&str>)> = caps
+        .extensions()
+        .map(|e| (e.keyword(), e.params().collect()))
         .collect();
     assert_eq!(
         other,
         [
             ("VRFY", vec![]),
             ("ETRN", vec![]),
-            ("XCLIENT", vec!["NAME".to_owned(), "ADDR".to_owned()])
+            ("XCLIENT", vec!["NAME", "ADDR"])
         ]
     );
-    assert_eq!(caps.unparsed, ["X_WEIRD line"]);
+    assert_eq!(caps.unparsed().collect::<Vec<_>>(), ["X_WEIRD line"]);
     assert!(caps.supports("xclient") && caps.supports("Pipelining") && !caps.supports("XEXPS"));
 
     let caps =
         Capabilities::from_ehlo_reply(&reply(&["250 host.example greets you"]).unwrap()).unwrap();
-    assert_eq!(caps.server_domain, "host.example");
-    assert_eq!(caps.greeting, "greets you");
-    assert!(!caps.pipelining && caps.auth.is_empty() && caps.size.is_none());
+    assert_eq!(caps.server_domain(), "host.example");
+    assert_eq!(caps.greeting(), "greets you");
+    assert!(!caps.pipelining && !caps.has_auth() && caps.size.is_none());
     let caps = Capabilities::from_ehlo_reply(&reply(&["250-h", "250 size"]).unwrap()).unwrap();
     assert_eq!(caps.size, Some(0));
 }
@@ -812,6 +812,73 @@ fn misspelt_starttls_is_not_starttls() {
     let caps = Capabilities::from_ehlo_reply(&reply(&["250-h", "250 XSTARTTLS"]).unwrap()).unwrap();
     assert!(!caps.starttls);
     assert!(caps.supports("XSTARTTLS"));
+}
+
+/// The capability text lives in one buffer, inline while short: the lists read back the
+/// same whichever storage holds them and in whatever order the lines interleave.
+#[test]
+fn capabilities_lists_survive_storage_and_line_order() {
+    let long = ["250-mx.example.org a greeting long enough to move the text to the heap"];
+    for first in [&["250-mx.example.org"][..], &long[..]] {
+        let mut lines = first.to_vec();
+        lines.extend([
+            "250-X-ONE a  b",
+            "250-AUTH plain",
+            "250-bad_kw x",
+            "250-AUTH=LOGIN PLAIN",
+            "250 X-TWO",
+        ]);
+        let caps = Capabilities::from_ehlo_reply(&reply(&lines).unwrap()).unwrap();
+        let mechs: Vec<SaslMechanism> = caps.auth().collect();
+        let mechs: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
+        assert_eq!(mechs, ["PLAIN", "LOGIN"]);
+        let ext: Vec<(&str, Vec<&str>)> = caps
+            .extensions()
+            .map(|e| (e.keyword(), e.params().collect()))
+            .collect();
+        assert_eq!(ext, [("X-ONE", vec!["a", "b"]), ("X-TWO", vec![])]);
+        assert_eq!(caps.unparsed().collect::<Vec<_>>(), ["bad_kw x"]);
+        assert!(caps.supports("x-one") && caps.supports("AUTH") && caps.supports_auth("login"));
+        assert!(!caps.supports("bad_kw") && !caps.supports_auth("CRAM-MD5"));
+        // `to_reply` groups the lines by kind; the value is the same.
+        let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
+        assert_eq!(again, caps);
+        let mut other = caps.clone();
+        other.add_auth(SaslMechanism::try_from("CRAM-MD5").unwrap());
+        assert_ne!(other, caps);
+    }
+}
+
+#[test]
+fn capabilities_built_by_a_server_read_back() {
+    let mut caps = Capabilities::new("mx.example.org", "at your service").unwrap();
+    caps.pipelining = true;
+    caps.size = Some(1000);
+    caps.add_auth(SaslMechanism::try_from("PLAIN").unwrap());
+    caps.add_auth(SaslMechanism::try_from("plain").unwrap());
+    let kw = EsmtpKeyword::try_from("XCLIENT").unwrap();
+    caps.add_extension(&kw, &["NAME", "ADDR"]).unwrap();
+    let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
+    assert_eq!(again, caps);
+    assert_eq!(again.greeting(), "at your service");
+    assert_eq!(again.auth().count(), 1);
+
+    let invalid = EhloError::InvalidValue;
+    assert_eq!(Capabilities::new("", "x"), Err(invalid("server domain")));
+    assert_eq!(Capabilities::new("a b", ""), Err(invalid("server domain")));
+    assert_eq!(Capabilities::new("a\r", ""), Err(invalid("server domain")));
+    assert_eq!(Capabilities::new("a", "x\ny"), Err(invalid("greeting")));
+    let size = EsmtpKeyword::try_from("size").unwrap();
+    assert_eq!(
+        caps.add_extension(&size, &[]),
+        Err(invalid("extension keyword"))
+    );
+    for p in ["", "a b", "a\0"] {
+        assert_eq!(
+            caps.add_extension(&kw, &[p]),
+            Err(invalid("extension parameter"))
+        );
+    }
 }
 
 #[test]
@@ -1030,7 +1097,8 @@ fn long_old_style_auth_line_is_read() {
         &reply(&["250-h", "250 auth=SCRAM-SHA-256-PLUS plain"]).unwrap(),
     )
     .unwrap();
-    let mechs: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    let mechs: Vec<SaslMechanism> = caps.auth().collect();
+    let mechs: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
     assert_eq!(mechs, ["SCRAM-SHA-256-PLUS", "PLAIN"]);
 }
 
@@ -1639,7 +1707,8 @@ fn sasl_mechanism_fast_constructor_agrees_with_try_from() {
         .unwrap(),
     )
     .unwrap();
-    let names: Vec<&str> = caps.auth.iter().map(SaslMechanism::as_str).collect();
+    let mechs: Vec<SaslMechanism> = caps.auth().collect();
+    let names: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
     assert_eq!(names, ["PLAIN", "LOGIN", "X_Y", "CRAM-MD5"]);
 }
 
@@ -1652,21 +1721,14 @@ fn ehlo_domain_that_reads_as_enhanced_code_is_refused_by_to_reply() {
     let reply = Reply::parse(b"250 2.5.1 2.0.0\r\n", &opts).unwrap();
     assert_eq!(reply.enhanced(), Some(EnhancedCode::new(2, 5, 1).unwrap()));
     let caps = Capabilities::from_ehlo_reply(&reply).unwrap();
-    assert_eq!(caps.server_domain, "2.0.0");
+    assert_eq!(caps.server_domain(), "2.0.0");
     assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
-    let caps = Capabilities {
-        server_domain: "2.0.0".to_owned(),
-        greeting: "hi".to_owned(),
-        ..Capabilities::default()
-    };
+    let caps = Capabilities::new("2.0.0", "hi").unwrap();
     assert_eq!(caps.to_reply(), Err(ReplyError::AmbiguousText));
     // Not an enhanced code of the reply's class, or not followed by SP: written as is.
     for domain in ["5.0.0", "2.0.0x", "2.0", "mx.example.org"] {
-        let caps = Capabilities {
-            server_domain: domain.to_owned(),
-            ..Capabilities::default()
-        };
+        let caps = Capabilities::new(domain, "").unwrap();
         let again = Capabilities::from_ehlo_reply(&caps.to_reply().unwrap()).unwrap();
-        assert_eq!(again.server_domain, domain);
+        assert_eq!(again.server_domain(), domain);
     }
 }
