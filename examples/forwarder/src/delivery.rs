@@ -31,7 +31,7 @@ use crate::bounce::{Action, Report, ReportRecipient};
 use crate::config::{MailFrom, SmtpOutput};
 use crate::service::Context;
 use crate::spool::MessageId;
-use crate::state::{Due, NewMessage, NewRecipient, Outcome, Source, Status};
+use crate::state::{AttemptSummary, Due, NewMessage, NewRecipient, Outcome, Source, Status};
 use crate::trace::{TraceInfo, trace_headers};
 
 /// Idle pooled connections older than this are closed rather than reused.
@@ -140,6 +140,95 @@ impl Pool {
         );
         for p in all {
             let _ = tokio::time::timeout(Duration::from_secs(5), p.client.quit()).await;
+        }
+    }
+}
+
+/// Lets the other ready tasks run once before this one goes on. Not
+/// `tokio::task::yield_now`: that defers the wake-up until the worker next polls the I/O
+/// driver, which held deliveries back (258–333 msg/s in the forward bench instead of
+/// ~1,800).
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
+/// An attempt waiting to be recorded, and where its summary goes.
+type PendingAttempt = (
+    MessageId,
+    Vec<(String, Outcome)>,
+    tokio::sync::oneshot::Sender<Result<AttemptSummary, String>>,
+);
+
+/// Group commit for delivery results: deliveries that finish together (a batch's messages
+/// over the pooled connections) record their attempts in one transaction instead of one
+/// each. Each attempt is still all-or-nothing, and a delivery goes on (bounce, spool file
+/// removal) only once its result is committed.
+#[derive(Debug, Default)]
+pub struct AttemptLog {
+    pending: Mutex<Vec<PendingAttempt>>,
+}
+
+impl AttemptLog {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<PendingAttempt>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records `results` as an attempt on `id` with whatever other attempts are waiting.
+    async fn record(
+        &self,
+        ctx: &Context,
+        id: MessageId,
+        results: Vec<(String, Outcome)>,
+    ) -> Result<AttemptSummary, String> {
+        let (done, summary) = tokio::sync::oneshot::channel();
+        self.pending().push((id, results, done));
+        // One scheduler round: deliveries whose replies arrived in the same wake-up add
+        // theirs, and the first to run again commits them all (2.4 attempts per commit on
+        // average in the forward bench).
+        yield_once().await;
+        let waiting = std::mem::take(&mut *self.pending());
+        if !waiting.is_empty() {
+            self.commit(ctx, waiting);
+        }
+        summary
+            .await
+            .unwrap_or_else(|_| Err("the attempt was not recorded".into()))
+    }
+
+    fn commit(&self, ctx: &Context, waiting: Vec<PendingAttempt>) {
+        let config = ctx.config();
+        let (q, now) = (&config.queue, ctx.now());
+        let recorded = ctx.with_state(|s| {
+            s.batch(|s| {
+                Ok::<_, crate::state::StateError>(
+                    waiting
+                        .iter()
+                        .map(|(id, results, _)| {
+                            s.record_attempt(id, results, now, &q.backoff, q.lifetime)
+                                .map_err(|e| e.to_string())
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+        });
+        let mut recorded = match recorded {
+            Ok(r) => r.into_iter(),
+            Err(e) => vec![Err(e.to_string()); waiting.len()].into_iter(),
+        };
+        for (_, _, done) in waiting {
+            let summary = recorded.next().unwrap_or_else(|| Err("no result".into()));
+            let _ = done.send(summary);
         }
     }
 }
@@ -300,15 +389,7 @@ async fn deliver_loaded(ctx: &Arc<Context>, due: Due, whole: Option<Vec<u8>>) ->
         };
         tracing::info!(id = %due.id, connector = %due.connector, recipient = %rcpt, outcome = word, reply = %reply, "delivery");
     }
-    let summary = match ctx.with_state(|s| {
-        s.record_attempt(
-            &due.id,
-            &results,
-            ctx.now(),
-            &config.queue.backoff,
-            config.queue.lifetime,
-        )
-    }) {
+    let summary = match ctx.attempts.record(ctx, due.id.clone(), results).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(id = %due.id, error = %e, "recording the delivery attempt failed");

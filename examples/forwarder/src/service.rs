@@ -69,6 +69,7 @@ pub struct Context {
     mailboxes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     in_flight: Mutex<HashSet<MessageId>>,
     pub(crate) pool: crate::delivery::Pool,
+    pub(crate) attempts: crate::delivery::AttemptLog,
     wake: Notify,
 }
 
@@ -123,6 +124,7 @@ impl Context {
             mailboxes: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             pool: crate::delivery::Pool::new(concurrency),
+            attempts: crate::delivery::AttemptLog::default(),
             wake: Notify::new(),
         }))
     }
