@@ -183,50 +183,17 @@ pub struct Capabilities {
 struct Seen {
     words: [u64; 8],
     len: usize,
-    /// A name was added that is not in `words` (longer than a word, or the list was full, or
-    /// added before this list existed): a short name must then be looked up in the text too.
-    incomplete: bool,
+    /// Every name added is in `words`: a short name not there was not added. False once a
+    /// longer name was added, the list was full, or names were added before it existed.
+    complete: bool,
 }
 
 impl Seen {
-    /// For names added outside one reading, e.g. by [`Capabilities::add_auth`].
-    fn unknown() -> Seen {
+    /// For one reading, which starts without mechanisms.
+    fn new() -> Seen {
         Seen {
-            incomplete: true,
+            complete: true,
             ..Seen::default()
-        }
-    }
-
-    /// `m`'s word when `words` alone decides whether `m` was added.
-    #[inline]
-    fn word(&self, m: &str) -> Option<u64> {
-        let b = m.as_bytes();
-        (!self.incomplete && b.len() <= 8).then(|| {
-            span_word(
-                b,
-                Span {
-                    start: 0,
-                    end: b.len(),
-                },
-            )
-        })
-    }
-
-    #[inline]
-    fn add(&mut self, m: &str) {
-        let b = m.as_bytes();
-        match self.words.get_mut(self.len) {
-            Some(w) if b.len() <= 8 => {
-                *w = span_word(
-                    b,
-                    Span {
-                        start: 0,
-                        end: b.len(),
-                    },
-                );
-                self.len += 1;
-            }
-            _ => self.incomplete = true,
         }
     }
 }
@@ -326,66 +293,58 @@ impl Capabilities {
         caps.text.push_str(&text[..line_end]);
         caps.domain_len = u32::try_from(kw_end).unwrap_or(0);
         caps.first_len = u32::try_from(line_end).unwrap_or(0);
-        let mut seen = Seen::default();
+        let mut seen = Seen::new();
+        // The known flags as bits (by index in `KNOWN`), set on the value once at the end.
+        let mut flags = 0u16;
         let mut start = line_end + 1;
-        while start < b.len() + 1 {
+        while start <= b.len() {
             let (kw_end, line_end) = split_line(b, start);
             let kw = Span { start, end: kw_end };
-            caps.add_line(text, kw, line_end, &mut seen)?;
+            match known_keyword(b, kw) {
+                Some(i) if i < 8 => flags |= 1 << i,
+                Some(k) => {
+                    let params = text.get(kw_end + 1..line_end).unwrap_or_default();
+                    if k == 8 {
+                        caps.size = Some(match params {
+                            "" => 0,
+                            // Up to 20 digits that fit in 64 bits.
+                            p => parse_u64(p).ok_or(EhloError::InvalidSize)?,
+                        });
+                    } else {
+                        caps.add_mechanisms(text, kw_end + 1, line_end, &mut seen);
+                    }
+                }
+                None => caps.add_other(text, kw, line_end, &mut seen),
+            }
             start = line_end + 1;
         }
+        let flag = |i: usize| flags & (1 << i) != 0;
+        caps.pipelining = flag(0);
+        caps.eight_bit_mime = flag(1);
+        caps.smtputf8 = flag(2);
+        caps.starttls = flag(3);
+        caps.enhanced_status_codes = flag(4);
+        caps.dsn = flag(5);
+        caps.chunking = flag(6);
+        caps.binary_mime = flag(7);
         Ok(caps)
     }
 
-    /// One line after the first: `text[kw.start..line_end]`, its keyword at `kw`.
-    #[inline]
-    fn add_line(
-        &mut self,
-        text: &str,
-        kw: Span,
-        line_end: usize,
-        seen: &mut Seen,
-    ) -> Result<(), EhloError> {
-        let b = text.as_bytes();
-        let params = text.get(kw.end + 1..line_end).unwrap_or_default();
-        let flag = match known_keyword(b, kw) {
-            Some(0) => &mut self.pipelining,
-            Some(1) => &mut self.eight_bit_mime,
-            Some(2) => &mut self.smtputf8,
-            Some(3) => &mut self.starttls,
-            Some(4) => &mut self.enhanced_status_codes,
-            Some(5) => &mut self.dsn,
-            Some(6) => &mut self.chunking,
-            Some(7) => &mut self.binary_mime,
-            Some(8) => {
-                let n = match params {
-                    "" => 0,
-                    // Up to 20 digits that fit in 64 bits.
-                    p => parse_u64(p).ok_or(EhloError::InvalidSize)?,
-                };
-                self.size = Some(n);
-                return Ok(());
-            }
-            Some(_) => {
-                self.add_mechanisms(params, seen);
-                return Ok(());
-            }
-            None => {
-                let line = &text[kw.start..line_end];
-                let kw_text = &text[kw.start..kw.end];
-                if kw_text.len() > 5 && kw_text.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
-                    // The pre-standard form some servers still send next to `AUTH`.
-                    self.add_mechanisms(&line[5..], seen);
-                } else if EsmtpKeyword::validate(kw_text).is_ok() {
-                    self.push_extension(kw_text, params);
-                } else {
-                    self.text.push_entry(TAG_UNPARSED, line);
-                }
-                return Ok(());
-            }
-        };
-        *flag = true;
-        Ok(())
+    /// A line after the first whose keyword (at `kw`) is not one of [`KNOWN`]: the old
+    /// `AUTH=` form, an unknown extension, or an unparsed line.
+    fn add_other(&mut self, text: &str, kw: Span, line_end: usize, seen: &mut Seen) {
+        // ' ' and '\n' are ASCII: every cut here is a character boundary.
+        let line = &text[kw.start..line_end];
+        let kw_text = &text[kw.start..kw.end];
+        if kw_text.len() > 5 && kw_text.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
+            // The pre-standard form some servers still send next to `AUTH`.
+            self.add_mechanisms(text, kw.start + 5, line_end, seen);
+        } else if EsmtpKeyword::validate(kw_text).is_ok() {
+            let params = text.get(kw.end + 1..line_end).unwrap_or_default();
+            self.push_extension(kw_text, params);
+        } else {
+            self.text.push_entry(TAG_UNPARSED, line);
+        }
     }
 
     /// An unknown extension's entry: the keyword, then its parameters separated by one space.
@@ -400,33 +359,43 @@ impl Capabilities {
         }
     }
 
-    /// The space-separated mechanism names of an AUTH line, in order; invalid names and
-    /// repeats (compared case-insensitively) are skipped.
-    fn add_mechanisms(&mut self, mechs: &str, seen: &mut Seen) {
-        let b = mechs.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            // One pass per name finds its end and validates it.
-            let start = i;
-            let mut valid = true;
-            while i < b.len() && b[i] != b' ' {
-                valid &= class::is(b[i], class::LDH) | (b[i] == b'_');
-                i += 1;
-            }
-            // ' ' is ASCII: `start..i` is on character boundaries.
-            let m = &mechs[start..i];
+    /// The space-separated mechanism names of an AUTH line, `text[start..end]`, in order;
+    /// invalid names and repeats (compared case-insensitively) are skipped.
+    fn add_mechanisms(&mut self, text: &str, start: usize, end: usize, seen: &mut Seen) {
+        let b = text.as_bytes();
+        let mut i = start;
+        while i < end {
+            let m_start = i;
+            i += class::find2(b.get(i..end).unwrap_or_default(), b' ', b' ').unwrap_or(end - i);
+            let span = Span {
+                start: m_start,
+                end: i,
+            };
             i += 1;
-            if !valid || m.is_empty() || m.len() > MAX_SASL_MECHANISM_LEN {
+            let len = span.end - span.start;
+            let name = b.get(span.start..span.end).unwrap_or_default();
+            if len == 0 || len > MAX_SASL_MECHANISM_LEN || !class::all(name, class::MECH) {
                 continue;
             }
-            let repeat = match seen.word(m) {
-                Some(w) => seen.words[..seen.len].contains(&w),
-                None => self.has_mechanism(m),
+            // ' ' is ASCII: the span is on character boundaries.
+            let m = text.get(span.start..span.end).unwrap_or_default();
+            // Folded, as `class::word`: only a name of at most eight octets uses it.
+            let w = span_word(b, span);
+            let short = len <= 8;
+            let repeat = match seen.complete && short {
+                true => seen.words[..seen.len].contains(&w),
+                false => self.has_mechanism(m),
             };
             if repeat {
                 continue;
             }
-            seen.add(m);
+            match seen.words.get_mut(seen.len) {
+                Some(slot) if short => {
+                    *slot = w;
+                    seen.len += 1;
+                }
+                _ => seen.complete = false,
+            }
             if self.auth_start.is_none() {
                 self.auth_start = Some(u32::try_from(self.text.len()).unwrap_or(0));
             }
@@ -445,7 +414,8 @@ impl Capabilities {
 
     /// Adds an AUTH mechanism (RFC 4954), unless already announced.
     pub fn add_auth(&mut self, mechanism: SaslMechanism) {
-        self.add_mechanisms(mechanism.as_str(), &mut Seen::unknown());
+        let m = mechanism.as_str();
+        self.add_mechanisms(m, 0, m.len(), &mut Seen::default());
     }
 
     /// Adds an extension this type has no flag for, with its parameters.

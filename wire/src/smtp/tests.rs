@@ -849,6 +849,43 @@ fn capabilities_lists_survive_storage_and_line_order() {
     }
 }
 
+/// Repeats are found by folded word for the first eight short names and by looking in the
+/// text after that, or once a long name was added: both find them whatever the case.
+#[test]
+fn auth_mechanisms_are_deduplicated_in_order() {
+    let lines = [
+        "250-h",
+        "250-AUTH a b c d e f g h i SCRAM-SHA-256 I A scram-sha-256 x!y",
+        "250 AUTH=B j J",
+    ];
+    let caps = Capabilities::from_ehlo_reply(&reply(&lines).unwrap()).unwrap();
+    let mechs: Vec<SaslMechanism> = caps.auth().collect();
+    let names: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "A",
+            "B",
+            "C",
+            "D",
+            "E",
+            "F",
+            "G",
+            "H",
+            "I",
+            "SCRAM-SHA-256",
+            "J"
+        ]
+    );
+    let lines = [
+        "250-h",
+        "250-AUTH SCRAM-SHA-256 login",
+        "250 AUTH LOGIN scram-sha-256",
+    ];
+    let caps = Capabilities::from_ehlo_reply(&reply(&lines).unwrap()).unwrap();
+    assert_eq!(caps.auth().count(), 2);
+}
+
 #[test]
 fn capabilities_built_by_a_server_read_back() {
     let mut caps = Capabilities::new("mx.example.org", "at your service").unwrap();
