@@ -461,17 +461,19 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandEr
         return Command::general(line, opts);
     }
     let (verb, rest) = f!(verb(line));
-    let bare = |cmd| match rest.is_empty() {
-        true => Ok(cmd),
-        false => Command::general(line, opts),
-    };
+    // The bare commands are built in the return slot: passing one by value (to a helper that
+    // checks `rest`) would copy the whole 232-octet enum for a discriminant.
+    let bare = rest.is_empty();
     match verb {
-        Verb::Data => bare(Command::Data),
-        Verb::Rset => bare(Command::Rset),
-        Verb::Quit => bare(Command::Quit),
-        Verb::StartTls => bare(Command::StartTls),
-        Verb::Noop => bare(Command::Noop(None)),
-        Verb::Help => bare(Command::Help(None)),
+        Verb::Data if bare => Ok(Command::Data),
+        Verb::Rset if bare => Ok(Command::Rset),
+        Verb::Quit if bare => Ok(Command::Quit),
+        Verb::StartTls if bare => Ok(Command::StartTls),
+        Verb::Noop if bare => Ok(Command::Noop(None)),
+        Verb::Help if bare => Ok(Command::Help(None)),
+        Verb::Data | Verb::Rset | Verb::Quit | Verb::StartTls | Verb::Noop | Verb::Help => {
+            Command::general(line, opts)
+        }
         Verb::Bdat => {
             let r = f!(rest.strip_prefix(b" "));
             let digits = r.iter().take_while(|c| c.is_ascii_digit()).count();
