@@ -507,6 +507,9 @@ async fn fetch_batch(
             return Err((out, e.into()));
         }
     };
+    // What each retrieved message amounts to; the complete ones are committed together.
+    let mut checked = Vec::with_capacity(results.len());
+    let mut complete = Vec::with_capacity(results.len());
     for (msg, result) in results {
         let Some(&(_, size, ref key)) = batch.iter().find(|b| b.0 == msg) else {
             continue;
@@ -517,7 +520,8 @@ async fn fetch_batch(
             .map(|i| writers.swap_remove(i).1);
         let outcome = match (result, writer) {
             (Ok(octets), Some(Ok(w))) if w.written() == octets => {
-                w.commit().await.map_err(|e| e.to_string())
+                complete.push(w);
+                Ok(())
             }
             (Ok(octets), Some(Ok(w))) => Err(format!(
                 "retrieved {octets} octets but spooled {}",
@@ -527,7 +531,18 @@ async fn fetch_batch(
             (Ok(_), None) => Err("no data".to_owned()),
             (Err(line), _) => Err(format!("server refused: {line}")),
         };
-        out.push((key.clone(), size, outcome));
+        checked.push((key.clone(), size, outcome));
+    }
+    let mut committed = SpoolWriter::commit_all(complete).await.into_iter();
+    for (key, size, outcome) in checked {
+        let outcome = match outcome {
+            Ok(()) => committed
+                .next()
+                .unwrap_or_else(|| Err(SpoolError::Io(std::io::Error::other("not committed"))))
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        out.push((key, size, outcome));
     }
     Ok(out)
 }

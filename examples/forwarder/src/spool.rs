@@ -419,34 +419,85 @@ impl SpoolWriter {
     /// Completes the message: write what is buffered and rename it into place. It then
     /// survives a crash of the process; a [`Barrier`](crate::durable::Barrier) sync makes it
     /// survive a power failure (one sync for a batch of messages instead of two fsyncs each).
-    pub async fn commit(mut self) -> Result<Stored, SpoolError> {
-        if self.too_large {
-            return Err(SpoolError::TooLarge { limit: self.limit });
+    pub async fn commit(self) -> Result<Stored, SpoolError> {
+        let mut one = SpoolWriter::commit_all(vec![self]).await;
+        one.pop()
+            .unwrap_or_else(|| Err(SpoolError::Io(io::Error::other("nothing committed"))))
+    }
+
+    /// [`SpoolWriter::commit`] for several messages, results in order: the small ones (still
+    /// in memory, most mail) are created, written and renamed in one trip to the blocking
+    /// pool for all of them, instead of one hand-off to another thread per message.
+    pub async fn commit_all(writers: Vec<SpoolWriter>) -> Vec<Result<Stored, SpoolError>> {
+        let mut out: Vec<Option<Result<Stored, SpoolError>>> = Vec::with_capacity(writers.len());
+        let mut small = Vec::new();
+        for mut w in writers {
+            if w.too_large {
+                out.push(Some(Err(SpoolError::TooLarge { limit: w.limit })));
+            } else if w.file.is_some() {
+                out.push(Some(w.commit_streamed().await));
+            } else {
+                let job = (
+                    w.tmp.clone(),
+                    w.final_path.clone(),
+                    std::mem::take(&mut w.buf),
+                );
+                small.push((out.len(), w, job));
+                out.push(None);
+            }
         }
-        let head = match self.file.take() {
-            Some(mut file) => {
-                file.write_all(&self.buf).await?;
-                file.flush().await?;
-                drop(file);
-                tokio::fs::rename(&self.tmp, &self.final_path).await?;
-                self.head.take().unwrap_or_default()
+        if !small.is_empty() {
+            let jobs: Vec<_> = small
+                .iter_mut()
+                .map(|(_, _, job)| std::mem::take(job))
+                .collect();
+            let written = tokio::task::spawn_blocking(move || {
+                jobs.into_iter()
+                    .map(|(tmp, target, buf)| write_new(&tmp, &target, buf))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match written {
+                Ok(written) => {
+                    for ((i, w, _), head) in small.into_iter().zip(written) {
+                        out[i] = Some(head.map(|head| w.stored(head)).map_err(Into::into));
+                    }
+                }
+                Err(e) => {
+                    for (i, _, _) in small {
+                        out[i] = Some(Err(SpoolError::Io(io::Error::other(e.to_string()))));
+                    }
+                }
             }
-            None => {
-                // Small message: one trip to the blocking pool for create, write and rename.
-                let (tmp, target) = (self.tmp.clone(), self.final_path.clone());
-                let buf = std::mem::take(&mut self.buf);
-                tokio::task::spawn_blocking(move || write_new(&tmp, &target, buf))
-                    .await
-                    .map_err(io::Error::other)??
-            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(SpoolError::Io(io::Error::other("not committed")))))
+            .collect()
+    }
+
+    /// Commits a message that outgrew the buffer: the rest to its temporary file, then the
+    /// rename.
+    async fn commit_streamed(mut self) -> Result<Stored, SpoolError> {
+        let Some(mut file) = self.file.take() else {
+            return Err(SpoolError::Io(io::Error::other("no temporary file")));
         };
+        file.write_all(&self.buf).await?;
+        file.flush().await?;
+        drop(file);
+        tokio::fs::rename(&self.tmp, &self.final_path).await?;
+        let head = self.head.take().unwrap_or_default();
+        Ok(self.stored(head))
+    }
+
+    /// The committed message; its temporary file is no longer the writer's to remove.
+    fn stored(mut self, head: Vec<u8>) -> Stored {
         self.guard.0 = None;
-        Ok(Stored {
+        Stored {
             id: self.id.clone(),
             path: self.final_path.clone(),
             size: self.written,
             head,
-        })
+        }
     }
 }
 
