@@ -4,6 +4,11 @@
 //! Both sides start from the same CRLF-terminated bytes. smtp-proto scans for the line end
 //! itself; mailferry-wire's parser takes a line without CRLF (the framer's job), so its side
 //! includes a memchr for the LF to keep the comparison fair.
+//!
+//! For EHLO, each side goes from the reply's bytes to typed capabilities as its client does:
+//! smtp-proto with `EhloResponse::parse`, mailferry-wire with a `Reply` (`Reply::parse` here,
+//! the line assembler in smtp-client) moved into `Capabilities::from_ehlo`, as smtp-client's
+//! EHLO handling does.
 #![allow(
     missing_docs,
     reason = "criterion_group! generates an undocumented pub fn"
@@ -43,7 +48,7 @@ fn theirs_reply(input: &[u8]) -> bool {
 fn ours_ehlo(input: &[u8], opts: &ReplyOptions) -> bool {
     Reply::parse(input, opts)
         .ok()
-        .and_then(|r| Capabilities::from_ehlo_reply(&r).ok())
+        .and_then(|r| Capabilities::from_ehlo(r).ok())
         .is_some()
 }
 

@@ -63,7 +63,7 @@ fn main() {
             "ehlo-ours" => {
                 let caps = Reply::parse(black_box(EHLO), &opts)
                     .ok()
-                    .and_then(|r| Capabilities::from_ehlo_reply(&r).ok());
+                    .and_then(|r| Capabilities::from_ehlo(r).ok());
                 ok += usize::from(black_box(caps).is_some());
             }
             "ehlo-theirs" => {

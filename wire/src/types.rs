@@ -62,8 +62,6 @@ pub(crate) mod class {
     pub(crate) const VALUE: u8 = 4;
     /// RFC 3461 `xchar`: `%d33-42 / %d44-60 / %d62-126`.
     pub(crate) const XCHAR: u8 = 8;
-    /// RFC 4422 §3.1 `mech-char` either case: letters, digits, `-` and `_`.
-    pub(crate) const MECH: u8 = 16;
 
     const fn build() -> [u8; 256] {
         let mut t = [0u8; 256];
@@ -105,9 +103,6 @@ pub(crate) mod class {
             }
             if matches!(b, 33..=42 | 44..=60 | 62..=126) {
                 c |= XCHAR;
-            }
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                c |= MECH;
             }
             t[i] = c;
             i += 1;

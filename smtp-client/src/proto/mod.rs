@@ -793,7 +793,7 @@ impl Client {
     fn on_ehlo(&mut self, id: CommandId, reply: Reply, fallback: bool, now: Instant) {
         let code = reply.code().as_u16();
         if code == 250 {
-            match Capabilities::from_ehlo_reply(&reply) {
+            match Capabilities::from_ehlo(reply) {
                 Ok(caps) => {
                     self.capabilities = Some(caps.clone());
                     self.events.push_back(Event::Ehlo {

@@ -1,14 +1,11 @@
 //! Typed EHLO capabilities (RFC 5321 §4.1.1.1 and the extension RFCs).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
-use arrayvec::ArrayString;
-
-use super::params::{Span, parse_u64, span_word};
-use super::reply::{Reply, ReplyCode, ReplyError, find_byte};
-use crate::types::{
-    EsmtpKeyword, MAX_SASL_MECHANISM_LEN, SaslMechanism, class, class::word as kw_word,
-};
+use super::params::{Span, parse_u64_bytes, span_word};
+use super::reply::{Reply, ReplyCode, ReplyError, Text, find_byte};
+use crate::types::{EsmtpKeyword, SaslMechanism, class, class::word as kw_word};
 
 /// Why an EHLO reply could not be read as capabilities, or a value could not be added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,9 +29,13 @@ pub enum EhloError {
 
 /// An extension not known to this crate, with its parameters, from
 /// [`Capabilities::extensions`]. Raw peer text: escape before logging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Equal (and hashed) by keyword and parameter list: the spacing between parameters on the
+/// wire does not count.
+#[derive(Debug, Clone, Copy)]
 pub struct EhloExtension<'a> {
     keyword: &'a str,
+    /// The text after the keyword's space, as sent.
     params: &'a str,
 }
 
@@ -50,80 +51,20 @@ impl<'a> EhloExtension<'a> {
     }
 }
 
-/// The longest capability text stored inline: a Postfix-style reply's server domain, its
-/// mechanisms and a couple of unknown keywords fit, so reading one allocates nothing.
-const CAPS_INLINE: usize = 64;
-
-/// Entry tags in [`Capabilities`]' text: each entry is `\n`, a tag and its text, and none
-/// can hold a `\n` (reply text cannot).
-const TAG_AUTH: u8 = b'a';
-const TAG_EXTENSION: u8 = b'e';
-const TAG_UNPARSED: u8 = b'u';
-
-/// Text that grows inline up to [`CAPS_INLINE`] octets, then on the heap.
-#[derive(Clone)]
-enum Text {
-    Inline(ArrayString<CAPS_INLINE>),
-    Heap(String),
-}
-
-impl Text {
-    #[inline]
-    fn as_str(&self) -> &str {
-        match self {
-            Text::Inline(s) => s.as_str(),
-            Text::Heap(s) => s.as_str(),
-        }
-    }
-
-    #[inline]
-    fn len(&self) -> usize {
-        self.as_str().len()
-    }
-
-    #[inline]
-    fn push_str(&mut self, s: &str) {
-        match self {
-            Text::Inline(a) => {
-                if a.try_push_str(s).is_err() {
-                    let mut h = String::with_capacity(2 * (a.len() + s.len()));
-                    h.push_str(a);
-                    h.push_str(s);
-                    *self = Text::Heap(h);
-                }
-            }
-            Text::Heap(h) => h.push_str(s),
-        }
-    }
-
-    /// Appends an entry: `\n`, the tag and `s`.
-    #[inline]
-    fn push_entry(&mut self, tag: u8, s: &str) {
-        match self {
-            // Two characters pushed one by one cost less than a copy call.
-            Text::Inline(a) if a.remaining_capacity() >= s.len() + 2 => {
-                a.push('\n');
-                a.push(char::from(tag));
-                a.push_str(s);
-            }
-            _ => {
-                self.push_str("\n");
-                self.push_str(if tag == TAG_AUTH {
-                    "a"
-                } else if tag == TAG_EXTENSION {
-                    "e"
-                } else {
-                    "u"
-                });
-                self.push_str(s);
-            }
-        }
+impl PartialEq for EhloExtension<'_> {
+    fn eq(&self, o: &EhloExtension<'_>) -> bool {
+        self.keyword == o.keyword && self.params().eq(o.params())
     }
 }
 
-impl Default for Text {
-    fn default() -> Self {
-        Text::Inline(ArrayString::new())
+impl Eq for EhloExtension<'_> {}
+
+impl Hash for EhloExtension<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.keyword.hash(state);
+        for p in self.params() {
+            p.hash(state);
+        }
     }
 }
 
@@ -137,11 +78,11 @@ impl Default for Text {
 /// ```
 ///
 /// Keywords are matched case-insensitively. The extensions this crate knows are flags (and
-/// [`Capabilities::size`]); the server domain, greeting, AUTH mechanisms, other extensions
-/// and lines whose keyword is not an `ehlo-keyword` (other than the old `AUTH=` form) are
-/// kept in one text, read through accessors. Short texts are stored inline: reading a
-/// typical reply allocates nothing. `server_domain`, `greeting` and unknown extensions are
-/// raw peer text: escape before logging.
+/// [`Capabilities::size`]), decided when the reply is read. The reply's text is kept whole
+/// (moved, not copied, by [`Capabilities::from_ehlo`]); the server domain, greeting, AUTH
+/// mechanisms, other extensions and lines whose keyword is not an `ehlo-keyword` (other than
+/// the old `AUTH=` form) are read from it by the accessors. `server_domain`, `greeting` and
+/// unknown extensions are raw peer text: escape before logging.
 ///
 /// Two values are equal when they announce the same: flags, size, domain, greeting and each
 /// list in order, whatever the order of the lines between lists.
@@ -166,37 +107,51 @@ pub struct Capabilities {
     pub chunking: bool,
     /// `BINARYMIME` (RFC 3030).
     pub binary_mime: bool,
-    /// The first line, then the entries (see [`Text::push_entry`]) in announcement order.
+    /// The lines, joined by `\n`, which no line can hold.
     text: Text,
     /// The server domain is `text[..domain_len]`.
     domain_len: u32,
     /// The first line is `text[..first_len]`; the greeting follows the domain's space.
     first_len: u32,
-    /// Where the first AUTH entry starts, so that duplicates are looked for only from there.
-    auth_start: Option<u32>,
 }
 
-/// The mechanisms added while reading one reply, as folded words (see [`class::word`]), so
-/// that a repeat is found without scanning the text. For validated names (letters, digits,
-/// `-`, `_`) of up to eight octets, equal words mean equal names ignoring case.
-#[derive(Default)]
-struct Seen {
-    words: [u64; 8],
-    len: usize,
-    /// Every name added is in `words`: a short name not there was not added. False once a
-    /// longer name was added, the list was full, or names were added before it existed.
-    complete: bool,
+/// A line after the first, by what it announces.
+enum Line<'a> {
+    /// A keyword this type has a flag (or `size`) for.
+    Known,
+    /// The mechanism names of an `AUTH` or `AUTH=` line, separated by spaces.
+    Auth(&'a str),
+    /// An unknown `ehlo-keyword` and the text after its space.
+    Extension(&'a str, &'a str),
+    /// Not an `ehlo-line`.
+    Unparsed(&'a str),
 }
 
-impl Seen {
-    /// For one reading, which starts without mechanisms.
-    fn new() -> Seen {
-        Seen {
-            complete: true,
-            ..Seen::default()
+impl Line<'_> {
+    fn of(line: &str) -> Line<'_> {
+        let (kw, params) = split_space(line);
+        let span = Span {
+            start: 0,
+            end: kw.len(),
+        };
+        match known_keyword(line.as_bytes(), span) {
+            Some(AUTH) => Line::Auth(params),
+            Some(_) => Line::Known,
+            // The pre-standard form some servers still send next to `AUTH`; "AUTH=" is
+            // ASCII, so the cut is a character boundary.
+            None if kw.len() > 5 && kw.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") => {
+                Line::Auth(&line[5..])
+            }
+            None if EsmtpKeyword::validate(kw).is_ok() => Line::Extension(kw, params),
+            None => Line::Unparsed(line),
         }
     }
 }
+
+/// [`KNOWN`]'s index of `SIZE`.
+const SIZE: usize = 8;
+/// [`KNOWN`]'s index of `AUTH`.
+const AUTH: usize = 9;
 
 /// The known keywords, by the index [`known_keyword`] returns.
 const KNOWN: [&str; 10] = [
@@ -214,36 +169,50 @@ const KNOWN: [&str; 10] = [
 
 /// The index in [`KNOWN`] of the keyword at `kw` of `b`, compared case-insensitively.
 ///
-/// One folded word decides (two or three for the longer names). Folding maps only control
-/// bytes 0x10-0x19 onto digits, so a keyword with a digit checks that byte exactly.
-#[inline]
+/// The length picks the candidates, then one folded word per eight octets decides (see
+/// [`class::word`]). Folding maps only control bytes 0x10-0x19 onto digits, so a keyword with
+/// a digit checks that byte exactly; letters fold only from letters.
+#[inline(always)]
 fn known_keyword(b: &[u8], kw: Span) -> Option<usize> {
-    let len = kw.end - kw.start;
-    let head = span_word(
-        b,
-        Span {
-            start: kw.start,
-            end: kw.start + len.min(8),
-        },
-    );
-    let tail = |name: &str| {
-        b.get(kw.start + 8..kw.end)?
-            .eq_ignore_ascii_case(name.as_bytes().get(8..)?)
-            .then_some(())
+    // The folded word of the keyword's octets from `from`, at most eight.
+    let w = |from: usize| {
+        let start = kw.start + from;
+        span_word(
+            b,
+            Span {
+                start,
+                end: kw.end.min(start + 8),
+            },
+        )
     };
-    match (len, head) {
-        (10, w) if w == kw_word(b"PIPELINI") => tail(KNOWN[0]).map(|()| 0),
-        (8, w) if w == kw_word(b"8BITMIME") => (b[kw.start] == b'8').then_some(1),
-        (8, w) if w == kw_word(b"SMTPUTF8") => (b[kw.start + 7] == b'8').then_some(2),
-        (8, w) if w == kw_word(b"STARTTLS") => Some(3),
-        (19, w) if w == kw_word(b"ENHANCED") => tail(KNOWN[4]).map(|()| 4),
-        (3, w) if w == kw_word(b"DSN") => Some(5),
-        (8, w) if w == kw_word(b"CHUNKING") => Some(6),
-        (10, w) if w == kw_word(b"BINARYMI") => tail(KNOWN[7]).map(|()| 7),
-        (4, w) if w == kw_word(b"SIZE") => Some(8),
-        (4, w) if w == kw_word(b"AUTH") => Some(9),
-        _ => None,
-    }
+    let id = match kw.end.wrapping_sub(kw.start) {
+        3 if w(0) == kw_word(b"DSN") => 5,
+        4 => match w(0) {
+            x if x == kw_word(b"SIZE") => SIZE,
+            x if x == kw_word(b"AUTH") => AUTH,
+            _ => return None,
+        },
+        8 => match w(0) {
+            x if x == kw_word(b"STARTTLS") => 3,
+            x if x == kw_word(b"CHUNKING") => 6,
+            x if x == kw_word(b"8BITMIME") && b.get(kw.start) == Some(&b'8') => 1,
+            x if x == kw_word(b"SMTPUTF8") && b.get(kw.start + 7) == Some(&b'8') => 2,
+            _ => return None,
+        },
+        10 => match (w(0), w(8)) {
+            (x, y) if x == kw_word(b"PIPELINI") && y == kw_word(b"NG") => 0,
+            (x, y) if x == kw_word(b"BINARYMI") && y == kw_word(b"ME") => 7,
+            _ => return None,
+        },
+        19 if w(0) == kw_word(b"ENHANCED")
+            && w(8) == kw_word(b"STATUSCO")
+            && w(16) == kw_word(b"DES") =>
+        {
+            4
+        }
+        _ => return None,
+    };
+    Some(id)
 }
 
 impl Capabilities {
@@ -260,162 +229,81 @@ impl Capabilities {
             return Err(EhloError::InvalidValue("greeting"));
         }
         let mut caps = Capabilities::default();
-        caps.set_first_line(server_domain, greeting);
+        caps.text.push_str(server_domain);
+        if !greeting.is_empty() {
+            caps.text.push_str(" ");
+            caps.text.push_str(greeting);
+        }
+        // Both are far below 4 GiB: a longer one reads as empty rather than wrong.
+        caps.domain_len = u32::try_from(server_domain.len()).unwrap_or(0);
+        caps.first_len = u32::try_from(caps.text.as_str().len()).unwrap_or(0);
         Ok(caps)
     }
 
-    fn set_first_line(&mut self, domain: &str, greeting: &str) {
-        self.text.push_str(domain);
-        if !greeting.is_empty() {
-            self.text.push_str(" ");
-            self.text.push_str(greeting);
-        }
-        // Reply text is at most `ReplyOptions::max_bytes`; a longer one reads as empty.
-        self.domain_len = u32::try_from(domain.len()).unwrap_or(0);
-        self.first_len = u32::try_from(self.text.len()).unwrap_or(0);
-    }
-
-    /// Reads the capabilities from a complete EHLO reply.
-    pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, EhloError> {
+    /// Reads the capabilities from a complete EHLO reply, keeping its text without a copy.
+    /// This is what a client does with the reply to its EHLO.
+    pub fn from_ehlo(reply: Reply) -> Result<Capabilities, EhloError> {
         if reply.code() != ReplyCode::OK {
             return Err(EhloError::NotAccepted(reply.code()));
         }
-        let text = reply.text();
-        let b = text.as_bytes();
+        let text = reply.into_text();
+        let b = text.as_str().as_bytes();
         // One scan per line finds both the keyword's end and the line's end.
-        let (kw_end, line_end) = split_line(b, 0);
-        if kw_end == 0 {
+        let (domain_end, first_end) = split_line(b, 0);
+        if domain_end == 0 {
             return Err(EhloError::MissingDomain);
         }
-        let mut caps = Capabilities::default();
-        // The first line as it came, in one copy. Reply text is bounded far below 4 GiB.
-        // ' ' and '\n' are ASCII: every cut here is a character boundary.
-        caps.text.push_str(&text[..line_end]);
-        caps.domain_len = u32::try_from(kw_end).unwrap_or(0);
-        caps.first_len = u32::try_from(line_end).unwrap_or(0);
-        let mut seen = Seen::new();
-        // The known flags as bits (by index in `KNOWN`), set on the value once at the end.
+        // The known flags as bits (by index in `KNOWN`), set on the value at the end.
         let mut flags = 0u16;
-        let mut start = line_end + 1;
+        let mut size = None;
+        let mut start = first_end + 1;
         while start <= b.len() {
             let (kw_end, line_end) = split_line(b, start);
-            let kw = Span { start, end: kw_end };
-            match known_keyword(b, kw) {
-                Some(i) if i < 8 => flags |= 1 << i,
-                Some(k) => {
-                    let params = text.get(kw_end + 1..line_end).unwrap_or_default();
-                    if k == 8 {
-                        caps.size = Some(match params {
-                            "" => 0,
-                            // Up to 20 digits that fit in 64 bits.
-                            p => parse_u64(p).ok_or(EhloError::InvalidSize)?,
-                        });
-                    } else {
-                        caps.add_mechanisms(text, kw_end + 1, line_end, &mut seen);
-                    }
+            match known_keyword(b, Span { start, end: kw_end }) {
+                Some(SIZE) => {
+                    // Up to 20 digits that fit in 64 bits; none means no fixed limit.
+                    let p = b.get(kw_end + 1..line_end).unwrap_or_default();
+                    size = Some(match p {
+                        [] => 0,
+                        p => parse_u64_bytes(p).ok_or(EhloError::InvalidSize)?,
+                    });
                 }
-                None => caps.add_other(text, kw, line_end, &mut seen),
+                Some(i) if i < SIZE => flags |= 1 << i,
+                // AUTH, unknown extensions and unparsed lines are read from the text when
+                // asked for.
+                _ => {}
             }
             start = line_end + 1;
         }
         let flag = |i: usize| flags & (1 << i) != 0;
-        caps.pipelining = flag(0);
-        caps.eight_bit_mime = flag(1);
-        caps.smtputf8 = flag(2);
-        caps.starttls = flag(3);
-        caps.enhanced_status_codes = flag(4);
-        caps.dsn = flag(5);
-        caps.chunking = flag(6);
-        caps.binary_mime = flag(7);
-        Ok(caps)
+        Ok(Capabilities {
+            pipelining: flag(0),
+            size,
+            eight_bit_mime: flag(1),
+            smtputf8: flag(2),
+            starttls: flag(3),
+            enhanced_status_codes: flag(4),
+            dsn: flag(5),
+            chunking: flag(6),
+            binary_mime: flag(7),
+            // Reply text is bounded far below 4 GiB by `ReplyOptions::max_bytes`.
+            domain_len: u32::try_from(domain_end).unwrap_or(0),
+            first_len: u32::try_from(first_end).unwrap_or(0),
+            text,
+        })
     }
 
-    /// A line after the first whose keyword (at `kw`) is not one of [`KNOWN`]: the old
-    /// `AUTH=` form, an unknown extension, or an unparsed line.
-    fn add_other(&mut self, text: &str, kw: Span, line_end: usize, seen: &mut Seen) {
-        // ' ' and '\n' are ASCII: every cut here is a character boundary.
-        let line = &text[kw.start..line_end];
-        let kw_text = &text[kw.start..kw.end];
-        if kw_text.len() > 5 && kw_text.as_bytes()[..5].eq_ignore_ascii_case(b"AUTH=") {
-            // The pre-standard form some servers still send next to `AUTH`.
-            self.add_mechanisms(text, kw.start + 5, line_end, seen);
-        } else if EsmtpKeyword::validate(kw_text).is_ok() {
-            let params = text.get(kw.end + 1..line_end).unwrap_or_default();
-            self.push_extension(kw_text, params);
-        } else {
-            self.text.push_entry(TAG_UNPARSED, line);
-        }
-    }
-
-    /// An unknown extension's entry: the keyword, then its parameters separated by one space.
-    fn push_extension(&mut self, keyword: &str, params: &str) {
-        self.text.push_entry(TAG_EXTENSION, keyword);
-        if params.is_empty() {
-            return;
-        }
-        for p in params.split(' ').filter(|p| !p.is_empty()) {
-            self.text.push_str(" ");
-            self.text.push_str(p);
-        }
-    }
-
-    /// The space-separated mechanism names of an AUTH line, `text[start..end]`, in order;
-    /// invalid names and repeats (compared case-insensitively) are skipped.
-    fn add_mechanisms(&mut self, text: &str, start: usize, end: usize, seen: &mut Seen) {
-        let b = text.as_bytes();
-        let mut i = start;
-        while i < end {
-            let m_start = i;
-            i += class::find2(b.get(i..end).unwrap_or_default(), b' ', b' ').unwrap_or(end - i);
-            let span = Span {
-                start: m_start,
-                end: i,
-            };
-            i += 1;
-            let len = span.end - span.start;
-            let name = b.get(span.start..span.end).unwrap_or_default();
-            if len == 0 || len > MAX_SASL_MECHANISM_LEN || !class::all(name, class::MECH) {
-                continue;
-            }
-            // ' ' is ASCII: the span is on character boundaries.
-            let m = text.get(span.start..span.end).unwrap_or_default();
-            // Folded, as `class::word`: only a name of at most eight octets uses it.
-            let w = span_word(b, span);
-            let short = len <= 8;
-            let repeat = match seen.complete && short {
-                true => seen.words[..seen.len].contains(&w),
-                false => self.has_mechanism(m),
-            };
-            if repeat {
-                continue;
-            }
-            match seen.words.get_mut(seen.len) {
-                Some(slot) if short => {
-                    *slot = w;
-                    seen.len += 1;
-                }
-                _ => seen.complete = false,
-            }
-            if self.auth_start.is_none() {
-                self.auth_start = Some(u32::try_from(self.text.len()).unwrap_or(0));
-            }
-            self.text.push_entry(TAG_AUTH, m);
-        }
-    }
-
-    fn has_mechanism(&self, name: &str) -> bool {
-        let Some(from) = self.auth_start else {
-            return false;
-        };
-        let from = from as usize;
-        entries(self.text.as_str().get(from..).unwrap_or_default(), TAG_AUTH)
-            .any(|m| m.eq_ignore_ascii_case(name))
+    /// [`Capabilities::from_ehlo`] on a borrowed reply, whose text is copied.
+    pub fn from_ehlo_reply(reply: &Reply) -> Result<Capabilities, EhloError> {
+        Capabilities::from_ehlo(reply.clone())
     }
 
     /// Adds an AUTH mechanism (RFC 4954), unless already announced.
     pub fn add_auth(&mut self, mechanism: SaslMechanism) {
-        let m = mechanism.as_str();
-        self.add_mechanisms(m, 0, m.len(), &mut Seen::default());
+        if !self.supports_auth(mechanism.as_str()) {
+            self.text.push_str("\nAUTH ");
+            self.text.push_str(mechanism.as_str());
+        }
     }
 
     /// Adds an extension this type has no flag for, with its parameters.
@@ -438,7 +326,12 @@ impl Capabilities {
         {
             return Err(EhloError::InvalidValue("extension parameter"));
         }
-        self.push_extension(k, &params.join(" "));
+        self.text.push_str("\n");
+        self.text.push_str(k);
+        for p in params {
+            self.text.push_str(" ");
+            self.text.push_str(p);
+        }
         Ok(())
     }
 
@@ -458,39 +351,60 @@ impl Capabilities {
             .unwrap_or_default()
     }
 
-    /// `AUTH mech...` (RFC 4954), including the pre-standard `AUTH=mech...` form, in order,
-    /// without duplicates, upper case. Invalid mechanism names are skipped.
-    pub fn auth(&self) -> impl Iterator<Item = SaslMechanism> + '_ {
-        // Every entry was validated as a mechanism name when it was added.
-        self.entries(TAG_AUTH)
-            .filter_map(|m| SaslMechanism::from_bytes(m.as_bytes()))
-    }
-
-    /// True when any AUTH mechanism was announced.
-    pub fn has_auth(&self) -> bool {
-        self.auth_start.is_some()
-    }
-
-    /// Extensions this type has no flag for, in order.
-    pub fn extensions(&self) -> impl Iterator<Item = EhloExtension<'_>> + '_ {
-        self.entries(TAG_EXTENSION).map(|e| {
-            let (keyword, params) = split_space(e);
-            EhloExtension { keyword, params }
-        })
-    }
-
-    /// Lines that are not an `ehlo-line`, verbatim (raw peer text: escape before logging).
-    pub fn unparsed(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries(TAG_UNPARSED)
-    }
-
-    fn entries(&self, tag: u8) -> impl Iterator<Item = &str> + '_ {
+    /// The lines after the first, classified.
+    fn lines(&self) -> impl Iterator<Item = Line<'_>> + '_ {
         let rest = self
             .text
             .as_str()
             .get(self.first_len as usize..)
             .unwrap_or_default();
-        entries(rest, tag)
+        // `rest` is empty or starts with the first line's `\n`.
+        rest.split('\n').skip(1).map(Line::of)
+    }
+
+    /// The valid mechanism names of the AUTH lines, in order, with repeats.
+    fn mechanisms(&self) -> impl Iterator<Item = SaslMechanism> + '_ {
+        self.lines()
+            .filter_map(|l| match l {
+                Line::Auth(m) => Some(m),
+                _ => None,
+            })
+            .flat_map(|m| m.split(' '))
+            .filter_map(|m| SaslMechanism::from_bytes(m.as_bytes()))
+    }
+
+    /// `AUTH mech...` (RFC 4954), including the pre-standard `AUTH=mech...` form, in order,
+    /// without duplicates, upper case. Invalid mechanism names are skipped.
+    pub fn auth(&self) -> impl Iterator<Item = SaslMechanism> + '_ {
+        let mut seen = Vec::new();
+        self.mechanisms().filter(move |m| {
+            let new = !seen.contains(m);
+            if new {
+                seen.push(*m);
+            }
+            new
+        })
+    }
+
+    /// True when any AUTH mechanism was announced.
+    pub fn has_auth(&self) -> bool {
+        self.mechanisms().next().is_some()
+    }
+
+    /// Extensions this type has no flag for, in order.
+    pub fn extensions(&self) -> impl Iterator<Item = EhloExtension<'_>> + '_ {
+        self.lines().filter_map(|l| match l {
+            Line::Extension(keyword, params) => Some(EhloExtension { keyword, params }),
+            _ => None,
+        })
+    }
+
+    /// Lines that are not an `ehlo-line`, verbatim (raw peer text: escape before logging).
+    pub fn unparsed(&self) -> impl Iterator<Item = &str> + '_ {
+        self.lines().filter_map(|l| match l {
+            Line::Unparsed(line) => Some(line),
+            _ => None,
+        })
     }
 
     /// True when `keyword` was announced (known or not), compared case-insensitively.
@@ -515,7 +429,8 @@ impl Capabilities {
 
     /// True when `mechanism` is among the announced AUTH mechanisms (case-insensitive).
     pub fn supports_auth(&self, mechanism: &str) -> bool {
-        self.has_mechanism(mechanism)
+        self.mechanisms()
+            .any(|m| m.as_str().eq_ignore_ascii_case(mechanism))
     }
 
     /// Builds the 250 EHLO reply a server sends for these capabilities.
@@ -526,14 +441,20 @@ impl Capabilities {
     /// capabilities read from a reply do not always write back.
     pub fn to_reply(&self) -> Result<Reply, ReplyError> {
         let mut lines: Vec<String> = Vec::with_capacity(12);
-        lines.push(self.text.as_str()[..self.first_len as usize].to_owned());
+        lines.push(
+            self.text
+                .as_str()
+                .get(..self.first_len as usize)
+                .unwrap_or_default()
+                .to_owned(),
+        );
         match self.size {
             Some(0) => lines.push("SIZE".to_owned()),
             Some(n) => lines.push(format!("SIZE {n}")),
             None => {}
         }
-        if self.has_auth() {
-            let mechs: Vec<SaslMechanism> = self.auth().collect();
+        let mechs: Vec<SaslMechanism> = self.auth().collect();
+        if !mechs.is_empty() {
             let names: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
             lines.push(format!("AUTH {}", names.join(" ")));
         }
@@ -553,7 +474,14 @@ impl Capabilities {
                 .filter(|(on, _)| *on)
                 .map(|(_, k)| (*k).to_owned()),
         );
-        lines.extend(self.entries(TAG_EXTENSION).map(str::to_owned));
+        for e in self.extensions() {
+            let mut l = e.keyword.to_owned();
+            for p in e.params() {
+                l.push(' ');
+                l.push_str(p);
+            }
+            lines.push(l);
+        }
         lines.extend(self.unparsed().map(str::to_owned));
         Reply::new(ReplyCode::OK, None, lines)
     }
@@ -599,15 +527,6 @@ impl fmt::Debug for Capabilities {
             .field("unparsed", &self.unparsed().collect::<Vec<_>>())
             .finish()
     }
-}
-
-/// The entries with `tag` in `text` (which starts at an entry's `\n`, or is empty).
-fn entries(text: &str, tag: u8) -> impl Iterator<Item = &str> + '_ {
-    // Every entry starts with "\n" and its tag, both ASCII: the cuts are boundaries.
-    text.split('\n')
-        .skip(1)
-        .filter(move |e| e.as_bytes().first() == Some(&tag))
-        .map(|e| &e[1..])
 }
 
 /// The line of `b` starting at `start`: where its keyword ends (the first space or the line's

@@ -348,18 +348,36 @@ const TEXT_INLINE: usize = 48;
 /// A reply's text: inline when short, on the heap otherwise. Equality, hashing and `Debug` are
 /// those of the string, whatever the storage.
 #[derive(Clone)]
-enum Text {
+pub(crate) enum Text {
     Inline(ArrayString<TEXT_INLINE>),
     Heap(String),
 }
 
 impl Text {
     #[inline]
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Text::Inline(s) => s.as_str(),
             Text::Heap(s) => s.as_str(),
         }
+    }
+
+    /// Appends `s`, moving to the heap when it no longer fits inline.
+    pub(crate) fn push_str(&mut self, s: &str) {
+        match self {
+            Text::Inline(a) => {
+                if a.try_push_str(s).is_err() {
+                    *self = Text::Heap(format!("{a}{s}"));
+                }
+            }
+            Text::Heap(h) => h.push_str(s),
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::Inline(ArrayString::new())
     }
 }
 
@@ -592,6 +610,11 @@ impl Reply {
             }
         }
         Err(ReplyError::Incomplete)
+    }
+
+    /// The text, moved out without a copy.
+    pub(crate) fn into_text(self) -> Text {
+        self.text
     }
 
     /// The reply with control characters in its text escaped, for logs.
