@@ -575,21 +575,20 @@ impl State {
         mailbox: &str,
         uid: &UidKey,
     ) -> Result<Option<UidRecord>, StateError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT first_seen, message_id, deleted_from_server FROM pop3_uids
-                 WHERE connector = ?1 AND mailbox = ?2 AND uid = ?3 AND occurrence = ?4",
-                params![connector, mailbox, uid.uid, uid.occurrence],
-                |r| {
-                    Ok(UidRecord {
-                        first_seen: from_unix(r.get(0)?),
-                        message_id: r.get::<_, Option<String>>(1)?.map(parse_id).transpose()?,
-                        deleted_from_server: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?)
+        Ok(query(
+            &self.conn,
+            "SELECT first_seen, message_id, deleted_from_server FROM pop3_uids
+             WHERE connector = ?1 AND mailbox = ?2 AND uid = ?3 AND occurrence = ?4",
+            params![connector, mailbox, uid.uid, uid.occurrence],
+            |r| {
+                Ok(UidRecord {
+                    first_seen: from_unix(r.get(0)?),
+                    message_id: r.get::<_, Option<String>>(1)?.map(parse_id).transpose()?,
+                    deleted_from_server: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
     }
 
     /// Records a message whose spool file is complete (status Stored), and for POP3 its UID,
@@ -885,18 +884,15 @@ impl State {
                 ],
             )?;
         }
-        let (open, next_retry): (i64, Option<i64>) = query(
+        let (open, next_retry, any_failed): (i64, Option<i64>, i64) = query(
             &tx,
-            "SELECT COUNT(*), MIN(CASE WHEN state = 'pending' THEN ?2 ELSE next_retry END)
-             FROM recipients WHERE message_id = ?1 AND state IN ('pending', 'deferred')",
+            "SELECT COUNT(*) FILTER (WHERE state IN ('pending', 'deferred')),
+                 MIN(CASE WHEN state = 'pending' THEN ?2 ELSE next_retry END)
+                     FILTER (WHERE state IN ('pending', 'deferred')),
+                 COUNT(*) FILTER (WHERE state = 'failed')
+             FROM recipients WHERE message_id = ?1",
             params![id.as_str(), now_s],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let any_failed: i64 = query(
-            &tx,
-            "SELECT COUNT(*) FROM recipients WHERE message_id = ?1 AND state = 'failed'",
-            params![id.as_str()],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let new_status = if open > 0 {
             Status::Routed

@@ -189,6 +189,9 @@ pub struct SmtpClient {
     core: Client,
     wbuf: BytesMut,
     rbuf: Box<[u8]>,
+    /// The body read buffer of [`SmtpClient::send`], allocated at the first send and kept
+    /// for the connection's next messages.
+    chunk: Vec<u8>,
     eof: bool,
     /// One timer for the connection's life, re-armed lazily (see [`SmtpClient::drive`]).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -287,6 +290,7 @@ impl SmtpClient {
             core: Client::new(o.clone(), channel, now()),
             wbuf: BytesMut::with_capacity(o.body_chunk_size + 1024),
             rbuf: vec![0; 16 * 1024].into_boxed_slice(),
+            chunk: Vec::new(),
             eof: false,
             timer: None,
             armed: None,
@@ -523,10 +527,22 @@ impl SmtpClient {
         mut body: R,
     ) -> Result<DeliveryReport> {
         self.core.start_transaction(envelope, now())?;
-        let mut chunk = vec![0; self.core.options().body_chunk_size.max(1)];
+        let mut chunk = std::mem::take(&mut self.chunk);
+        chunk.resize(self.core.options().body_chunk_size.max(1), 0);
+        let result = self.transfer(&mut body, &mut chunk).await;
+        self.chunk = chunk;
+        result
+    }
+
+    /// Feeds `body` through `chunk` until the transaction ends.
+    async fn transfer<R: AsyncRead + Unpin>(
+        &mut self,
+        body: &mut R,
+        chunk: &mut [u8],
+    ) -> Result<DeliveryReport> {
         loop {
             if self.core.wants_body() {
-                let n = match body.read(&mut chunk).await {
+                let n = match body.read(chunk).await {
                     Ok(n) => n,
                     Err(e) => {
                         // The message cannot be completed: close rather than terminate it.
