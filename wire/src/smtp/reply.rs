@@ -633,7 +633,12 @@ fn scan_reply(
     opts: &ReplyOptions,
     mut push: impl FnMut(bool, &[u8]) -> Option<()>,
 ) -> Option<(ReplyCode, Option<EnhancedCode>)> {
+    // The fourth octet of a line as the high byte of its first four, little-endian.
+    const DASH: u32 = (b'-' as u32) << 24;
+    const SPACE: u32 = (b' ' as u32) << 24;
     let mut first: Option<(ReplyCode, Option<EnhancedCode>)> = None;
+    // The first line's digits in the low three bytes, once it is read.
+    let mut prefix = 0u32;
     let mut pos = 0;
     let mut lines = 0;
     loop {
@@ -649,9 +654,29 @@ fn scan_reply(
         if n + 2 > opts.max_line_len || lines > opts.max_lines {
             return None;
         }
-        let (code, last, t) = parse_line(line).ok()?;
+        // A continuation line usually starts with the first line's digits and `-` or SP:
+        // one comparison of four octets gives what `parse_line` would.
+        let (code, last, t) = match first {
+            Some((c, _)) => {
+                let h = line
+                    .first_chunk::<4>()
+                    .map_or(0, |h| u32::from_le_bytes(*h));
+                if h == prefix | DASH {
+                    (c, false, &line[4..])
+                } else if h == prefix | SPACE {
+                    (c, true, &line[4..])
+                } else {
+                    parse_line(line).ok()?
+                }
+            }
+            None => parse_line(line).ok()?,
+        };
         match first {
             None => {
+                // The code's three digits, which `parse_line` accepted.
+                if let Some(d) = line.first_chunk::<3>() {
+                    prefix = u32::from_le_bytes([d[0], d[1], d[2], 0]);
+                }
                 let (e, t) = match enhanced_of(code, t) {
                     Some((e, rest)) => (Some(e), rest),
                     None => (None, t),
