@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use mailferry_wire::smtp::{
     Capabilities, EnhancedCode, Reply, ReplyAssembler, ReplyError, ReplyOptions,
 };
+use mailferry_wire::types::EsmtpKeyword;
 
 fuzz_target!(|data: &[u8]| {
     // Small limits so the fuzzer reaches them.
@@ -47,6 +48,19 @@ fuzz_target!(|data: &[u8]| {
         // Escaped display never carries a control character.
         assert!(!reply.to_string().chars().any(char::is_control));
         if let Ok(caps) = Capabilities::from_ehlo_reply(&reply) {
+            // The lists read from the kept text on demand: AUTH without repeats, extensions
+            // with valid keywords this type has no flag for.
+            let mechs: Vec<_> = caps.auth().collect();
+            for (i, m) in mechs.iter().enumerate() {
+                assert!(!mechs[..i].contains(m), "repeated mechanism {m}");
+                assert!(caps.supports_auth(m.as_str()));
+            }
+            assert_eq!(caps.has_auth(), !mechs.is_empty());
+            for e in caps.extensions() {
+                assert!(EsmtpKeyword::try_from(e.keyword()).is_ok(), "{:?}", e.keyword());
+                assert!(caps.supports(e.keyword()));
+                assert!(e.params().all(|p| !p.is_empty() && !p.contains(' ')));
+            }
             match caps.to_reply() {
                 Ok(rebuilt) => {
                     assert_eq!(Capabilities::from_ehlo_reply(&rebuilt).as_ref(), Ok(&caps));
