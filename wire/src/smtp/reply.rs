@@ -626,7 +626,8 @@ impl Reply {
 /// The line scan of [`Reply::parse_fast`]: checks every line and hands each line's text (the
 /// code, separator and a repeated enhanced code stripped) to `push`, with `true` before every
 /// line but the first. Returns the code and enhanced code, or `None` where the general parser
-/// must decide: a stray CR, LF or NUL, a bad line, a limit, data after the last line.
+/// must decide: a stray control byte below 0x0e (CR, LF, NUL, TAB), a bad line, a limit, data
+/// after the last line.
 #[inline]
 fn scan_reply(
     input: &[u8],
@@ -643,9 +644,10 @@ fn scan_reply(
     let mut lines = 0;
     loop {
         let rest = input.get(pos..)?;
-        // The first CR, LF or NUL must be the CR of the line's CRLF: one scan checks the line
-        // for stray control bytes and finds its end.
-        let n = class::find_cr_lf_nul(rest)?;
+        // The first byte below 0x0e must be the CR of the line's CRLF: one scan finds the
+        // line's end and checks the line for a stray CR, LF or NUL. A line with another such
+        // byte (a TAB) is left to the general parser, which accepts it.
+        let n = class::find_below_0e(rest)?;
         if rest.get(n..n + 2) != Some(b"\r\n") {
             return None;
         }

@@ -1769,3 +1769,22 @@ fn ehlo_domain_that_reads_as_enhanced_code_is_refused_by_to_reply() {
         assert_eq!(again.server_domain(), domain);
     }
 }
+
+/// The fast reply scan stops at the first byte below 0x0e; a TAB or other such control byte
+/// inside a line leaves the verdict to the general parser, which keeps it in the text.
+#[test]
+fn reply_with_tab_or_control_byte_parses_as_the_general_parser_does() {
+    let opts = ReplyOptions::default();
+    let inputs: [&[u8]; 4] = [
+        b"250 a\tb\r\n",
+        b"250-x\x0bY\r\n250 z\r\n",
+        b"250-mx.example.org\r\n250 AUTH\tPLAIN and a longer tail\r\n",
+        b"250 a\x0cb\r\nextra",
+    ];
+    for input in inputs {
+        let fast = Reply::parse(input, &opts);
+        assert_eq!(fast, Reply::parse_general(input, &opts), "{input:?}");
+    }
+    let r = Reply::parse(b"250 a\tb\r\n", &opts).unwrap();
+    assert_eq!(r.text(), "a\tb");
+}
