@@ -652,14 +652,19 @@ pub(crate) fn max_header_bytes(router: Option<&mailferry_routing::Router>) -> us
 /// Returns the disposition.
 pub async fn route_stored(ctx: &Arc<Context>, id: &MessageId) -> Disposition {
     let decision = decide(ctx, id, None).await;
-    settle_decisions(ctx, vec![(id.clone(), decision)])[0]
+    only(settle_decisions(ctx, vec![(id.clone(), decision)]))
 }
 
 /// [`route_stored`] for a message just recorded, whose header block is still in memory.
 pub(crate) async fn route_new(ctx: &Arc<Context>, fresh: Fresh<'_>) -> Disposition {
     let id = fresh.stored.id.clone();
     let decision = decide(ctx, &id, Some(fresh)).await;
-    settle_decisions(ctx, vec![(id, decision)])[0]
+    only(settle_decisions(ctx, vec![(id, decision)]))
+}
+
+/// The disposition of a one-message [`settle_decisions`].
+fn only(mut dispositions: Vec<Disposition>) -> Disposition {
+    dispositions.pop().unwrap_or(Disposition::Held)
 }
 
 /// What the poller knows of a message it has just recorded, so routing need not read it back.
@@ -823,16 +828,12 @@ pub(crate) fn settle_decisions(
     ctx: &Context,
     decided: Vec<(MessageId, Decision)>,
 ) -> Vec<Disposition> {
-    let failed: Vec<(MessageId, String)> = record_decisions(ctx, &decided)
-        .into_iter()
-        .zip(&decided)
-        .filter_map(|(r, (id, _))| r.err().map(|e| (id.clone(), e)))
-        .collect();
+    let recorded = record_decisions(ctx, &decided);
     let mut out = Vec::with_capacity(decided.len());
-    for (id, d) in decided {
-        if let Some((_, reason)) = failed.iter().find(|f| f.0 == id) {
+    for ((id, d), recorded) in decided.into_iter().zip(recorded) {
+        if let Err(reason) = recorded {
             tracing::warn!(%id, %reason, "recording the routing decision failed: message held");
-            let held = [(id.clone(), Decision::held(reason.clone()))];
+            let held = [(id, Decision::held(reason))];
             // Best effort: a message left Stored is routed again at the next start.
             let _ = record_decisions(ctx, &held);
             out.push(Disposition::Held);
