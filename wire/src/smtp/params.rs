@@ -366,10 +366,11 @@ pub struct MailParams {
     pub smtputf8: bool,
     /// `RET=` (RFC 3461).
     pub ret: Option<Ret>,
-    /// `ENVID=` (RFC 3461), decoded.
-    pub envid: Option<XText>,
-    /// `AUTH=` (RFC 4954 §5).
-    pub auth: Option<MailAuth>,
+    /// `ENVID=` (RFC 3461), decoded. Boxed, like `auth`: rare, and keeping them out of line
+    /// keeps a parsed [`Command`](super::Command) small enough to move without `memcpy`.
+    pub envid: Option<Box<XText>>,
+    /// `AUTH=` (RFC 4954 §5), boxed (see `envid`).
+    pub auth: Option<Box<MailAuth>>,
     /// Any other parameter, in order. Keywords known above must not be repeated here.
     pub other: Vec<EsmtpParam>,
 }
@@ -380,8 +381,9 @@ pub struct MailParams {
 pub struct RcptParams {
     /// `NOTIFY=` (RFC 3461 §4.1).
     pub notify: Option<Notify>,
-    /// `ORCPT=` (RFC 3461 §4.2).
-    pub orcpt: Option<Orcpt>,
+    /// `ORCPT=` (RFC 3461 §4.2). Boxed: it is rare, and out of line it keeps a parsed
+    /// [`Command`](super::Command) small enough to move without `memcpy`.
+    pub orcpt: Option<Box<Orcpt>>,
     /// Any other parameter, in order. Keywords known above must not be repeated here.
     pub other: Vec<EsmtpParam>,
 }
@@ -741,7 +743,7 @@ impl MailParams {
                     keyword: "ENVID",
                     error,
                 })?;
-                set_once(&mut p.envid, "ENVID", x)
+                set_once(&mut p.envid, "ENVID", Box::new(x))
             }
             Some(b"AUTH") => {
                 let v = need(v, "AUTH")?;
@@ -756,7 +758,7 @@ impl MailParams {
                         Mailbox::try_from(x.as_str()).map_err(ParamError::AuthMailbox)?,
                     )
                 };
-                set_once(&mut p.auth, "AUTH", auth)
+                set_once(&mut p.auth, "AUTH", Box::new(auth))
             }
             _ => other_param(k, v, &mut p.other),
         })?;
@@ -810,7 +812,10 @@ impl MailParams {
                     };
                     put_once(&mut p.ret, ret)?;
                 }
-                ENVID => put_once(&mut p.envid, XText(value(b, plain_xtext(b, v?)?)?))?,
+                ENVID => put_once(
+                    &mut p.envid,
+                    Box::new(XText(value(b, plain_xtext(b, v?)?)?)),
+                )?,
                 AUTH => return None,
                 _ => other.push(b, k, v)?,
             }
@@ -839,7 +844,7 @@ impl MailParams {
             out.put_slice(b" ENVID=");
             e.encode_into(out);
         }
-        match &self.auth {
+        match self.auth.as_deref() {
             None => {}
             Some(MailAuth::Unknown) => out.put_slice(b" AUTH=<>"),
             Some(MailAuth::Mailbox(m)) => {
@@ -869,7 +874,7 @@ impl RcptParams {
                     keyword: "ORCPT",
                     error,
                 })?;
-                set_once(&mut p.orcpt, "ORCPT", Orcpt { addr_type, addr })
+                set_once(&mut p.orcpt, "ORCPT", Box::new(Orcpt { addr_type, addr }))
             } else {
                 other_param(k, v, &mut p.other)
             }
@@ -925,7 +930,7 @@ impl RcptParams {
                         addr_type: EsmtpKeyword::from_validated(value(b, ty)?),
                         addr: XText(value(b, addr)?),
                     };
-                    put_once(&mut p.orcpt, orcpt)?;
+                    put_once(&mut p.orcpt, Box::new(orcpt))?;
                 }
                 _ => other.push(b, k, v)?,
             }
@@ -1027,14 +1032,14 @@ mod tests {
         assert_eq!(p.ret, Some(Ret::Hdrs));
         assert_eq!(p.envid.as_ref().unwrap().as_str(), "QQ+1");
         assert_eq!(
-            p.auth,
-            Some(MailAuth::Mailbox(Mailbox::try_from("a+b@c.d").unwrap()))
+            p.auth.as_deref(),
+            Some(&MailAuth::Mailbox(Mailbox::try_from("a+b@c.d").unwrap()))
         );
         assert_eq!(p.other.len(), 2);
         assert_eq!(p.other[1].value, None);
         assert_eq!(
-            MailParams::parse(" AUTH=<>").unwrap().auth,
-            Some(MailAuth::Unknown)
+            MailParams::parse(" AUTH=<>").unwrap().auth.as_deref(),
+            Some(&MailAuth::Unknown)
         );
 
         let bad: &[(&str, ParamError)] = &[
