@@ -462,7 +462,7 @@ fn fast_command(line: &[u8], opts: &CommandOptions) -> Result<Command, CommandEr
     }
     let (verb, rest) = f!(verb(line));
     // The bare commands are built in the return slot: passing one by value (to a helper that
-    // checks `rest`) would copy the whole 232-octet enum for a discriminant.
+    // checks `rest`) would copy the whole 128-octet enum for a discriminant.
     let bare = rest.is_empty();
     match verb {
         Verb::Data if bare => Ok(Command::Data),
