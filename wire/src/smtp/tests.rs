@@ -1795,5 +1795,8 @@ fn reply_with_tab_or_control_byte_parses_as_the_general_parser_does() {
 #[test]
 fn command_fits_in_128_bytes() {
     assert!(size_of::<Command>() <= 128, "{}", size_of::<Command>());
-    assert_eq!(size_of::<Result<Command, CommandError>>(), size_of::<Command>());
+    assert_eq!(
+        size_of::<Result<Command, CommandError>>(),
+        size_of::<Command>()
+    );
 }
