@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
             }
             assert_eq!(caps.has_auth(), !mechs.is_empty());
             for e in caps.extensions() {
-                assert!(EsmtpKeyword::try_from(e.keyword()).is_ok(), "{:?}", e.keyword());
+                assert!(
+                    EsmtpKeyword::try_from(e.keyword()).is_ok(),
+                    "{:?}",
+                    e.keyword()
+                );
                 assert!(caps.supports(e.keyword()));
                 assert!(e.params().all(|p| !p.is_empty() && !p.contains(' ')));
             }
