@@ -409,21 +409,28 @@ impl Capabilities {
 
     /// True when `keyword` was announced (known or not), compared case-insensitively.
     pub fn supports(&self, keyword: &str) -> bool {
-        let k = keyword.to_ascii_uppercase();
-        match k.as_str() {
-            "PIPELINING" => self.pipelining,
-            "SIZE" => self.size.is_some(),
-            "8BITMIME" => self.eight_bit_mime,
-            "SMTPUTF8" => self.smtputf8,
-            "STARTTLS" => self.starttls,
-            "AUTH" => self.has_auth(),
-            "ENHANCEDSTATUSCODES" => self.enhanced_status_codes,
-            "DSN" => self.dsn,
-            "CHUNKING" => self.chunking,
-            "BINARYMIME" => self.binary_mime,
-            _ => self
+        match KNOWN.iter().position(|k| k.eq_ignore_ascii_case(keyword)) {
+            Some(i) => self.announces(i),
+            None => self
                 .extensions()
-                .any(|e| e.keyword.eq_ignore_ascii_case(&k)),
+                .any(|e| e.keyword.eq_ignore_ascii_case(keyword)),
+        }
+    }
+
+    /// Whether the known extension at index `i` of [`KNOWN`] was announced.
+    fn announces(&self, i: usize) -> bool {
+        match i {
+            0 => self.pipelining,
+            1 => self.eight_bit_mime,
+            2 => self.smtputf8,
+            3 => self.starttls,
+            4 => self.enhanced_status_codes,
+            5 => self.dsn,
+            6 => self.chunking,
+            7 => self.binary_mime,
+            SIZE => self.size.is_some(),
+            AUTH => self.has_auth(),
+            _ => false,
         }
     }
 
@@ -458,20 +465,13 @@ impl Capabilities {
             let names: Vec<&str> = mechs.iter().map(SaslMechanism::as_str).collect();
             lines.push(format!("AUTH {}", names.join(" ")));
         }
-        let flags = [
-            (self.pipelining, "PIPELINING"),
-            (self.eight_bit_mime, "8BITMIME"),
-            (self.smtputf8, "SMTPUTF8"),
-            (self.starttls, "STARTTLS"),
-            (self.enhanced_status_codes, "ENHANCEDSTATUSCODES"),
-            (self.dsn, "DSN"),
-            (self.chunking, "CHUNKING"),
-            (self.binary_mime, "BINARYMIME"),
-        ];
+        // The flags, in the order of `KNOWN`.
         lines.extend(
-            flags
+            KNOWN
                 .iter()
-                .filter(|(on, _)| *on)
+                .enumerate()
+                .take(SIZE)
+                .filter(|&(i, _)| self.announces(i))
                 .map(|(_, k)| (*k).to_owned()),
         );
         for e in self.extensions() {
