@@ -1452,17 +1452,12 @@ impl SaslMechanism {
 impl TryFrom<&str> for SaslMechanism {
     type Error = TokenError;
     fn try_from(s: &str) -> Result<Self, Self::Error> {
+        // `validate` names what is wrong; what it accepts, `from_bytes` builds.
         Self::validate(s)?;
-        let mut name = [0u8; MAX_SASL_MECHANISM_LEN];
-        for (d, c) in name.iter_mut().zip(s.bytes()) {
-            *d = c.to_ascii_uppercase();
-        }
-        // At most 20 octets, checked by `validate`.
-        let len = u8::try_from(s.len()).map_err(|_| TokenError::TooLong {
+        Self::from_bytes(s.as_bytes()).ok_or(TokenError::TooLong {
             len: s.len(),
             max: MAX_SASL_MECHANISM_LEN,
-        })?;
-        Ok(SaslMechanism { name, len })
+        })
     }
 }
 
