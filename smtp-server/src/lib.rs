@@ -83,6 +83,7 @@
 //! | RFC 6531 | §3.4, §3.5 | SMTPUTF8 |
 //! | RFC 2034 / RFC 3463 | §3 | enhanced status codes |
 //! | RFC 3207 | §4, §4.2 | STARTTLS, state reset after TLS |
+//! | RFC 8314 | §3 | implicit TLS (`Server::bind_implicit_tls`, the submissions port 465) |
 //! | RFC 4954 | §4, §6 | AUTH (PLAIN, LOGIN, CRAM-MD5 via mailferry-sasl) |
 //! | RFC 3461 | §4 | DSN parameters |
 //! | RFC 3030 | §2, §4 | CHUNKING / BDAT |

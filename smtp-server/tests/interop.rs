@@ -56,16 +56,29 @@ impl CredentialStore for Users {
     }
 }
 
-async fn start(tls: bool) -> (SocketAddr, CancellationToken, Arc<Count>, TestCa) {
+/// How the listener under test secures its connections.
+#[derive(Clone, Copy, PartialEq)]
+enum Listener {
+    Plain,
+    StartTls,
+    ImplicitTls,
+}
+
+async fn start(mode: Listener) -> (SocketAddr, CancellationToken, Arc<Count>, TestCa) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new().unwrap();
     let mut options = Options::default();
     options.hostname = Domain::try_from("mx.test").unwrap();
-    let config = tls.then(|| ca.server_config().unwrap());
-    let server = Server::bind("127.0.0.1:0", options, config)
-        .await
-        .unwrap()
-        .with_credentials(Arc::new(Users));
+    let server = match mode {
+        Listener::Plain => Server::bind("127.0.0.1:0", options, None).await,
+        Listener::StartTls => {
+            Server::bind("127.0.0.1:0", options, Some(ca.server_config().unwrap())).await
+        }
+        Listener::ImplicitTls => {
+            Server::bind_implicit_tls("127.0.0.1:0", options, ca.server_config().unwrap()).await
+        }
+    };
+    let server = server.unwrap().with_credentials(Arc::new(Users));
     let addr = server.local_addr().unwrap();
     let token = server.shutdown_token();
     let count = Arc::new(Count::default());
@@ -90,7 +103,7 @@ async fn swaks(args: Vec<String>) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
 async fn swaks_each_auth_mechanism_over_starttls() {
-    let (addr, token, count, _ca) = start(true).await;
+    let (addr, token, count, _ca) = start(Listener::StartTls).await;
     for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
         let args: Vec<String> = [
             "--server",
@@ -150,8 +163,50 @@ async fn swaks_each_auth_mechanism_over_starttls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
+async fn swaks_over_implicit_tls() {
+    let (addr, token, count, _ca) = start(Listener::ImplicitTls).await;
+    let args: Vec<String> = [
+        "--server",
+        &addr.to_string(),
+        "--from",
+        "alice@mx.test",
+        "--to",
+        "bob@mx.test",
+        "--tls-on-connect",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "alice",
+        "--auth-password",
+        "wonderland",
+        "--timeout",
+        "10",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
+        .await
+        .unwrap();
+    assert!(ok, "{text}");
+    // swaks reports the TLS session before the greeting it read through it.
+    let tls_at = text.find("TLS started").unwrap_or(usize::MAX);
+    let greeting_at = text.find("220 mx.test").unwrap_or(0);
+    assert!(tls_at < greeting_at, "{text}");
+    assert!(!text.contains("STARTTLS"), "{text}");
+    assert!(
+        text.contains("235 2.7.0 Authentication successful"),
+        "{text}"
+    );
+    assert!(text.contains("250 2.0.0 Ok: queued"), "{text}");
+    assert_eq!(count.messages.load(Ordering::Relaxed), 1);
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
 async fn swaks_pipelining() {
-    let (addr, token, count, _ca) = start(false).await;
+    let (addr, token, count, _ca) = start(Listener::Plain).await;
     let args: Vec<String> = [
         "--server",
         &addr.to_string(),
@@ -178,7 +233,7 @@ async fn swaks_pipelining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
 async fn smtp_source_load() {
-    let (addr, token, count, _ca) = start(false).await;
+    let (addr, token, count, _ca) = start(Listener::Plain).await;
     let target = addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
         mailferry_testkit::smtp_source(

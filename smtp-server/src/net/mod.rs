@@ -1,5 +1,5 @@
 //! The tokio listener: one task per connection driving a [`Session`], an async [`Handler`] for
-//! the policy decisions, connection limits, STARTTLS and graceful shutdown.
+//! the policy decisions, connection limits, STARTTLS or implicit TLS, and graceful shutdown.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -194,6 +194,7 @@ pub struct Server {
     listener: TcpListener,
     options: Arc<Options>,
     tls: Option<Arc<ServerConfig>>,
+    implicit_tls: bool,
     store: Option<SharedStore>,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -208,6 +209,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("listener", &self.listener)
             .field("tls", &self.tls.is_some())
+            .field("implicit_tls", &self.implicit_tls)
             .field("auth", &self.store.is_some())
             .finish_non_exhaustive()
     }
@@ -231,6 +233,7 @@ impl Server {
             listener: TcpListener::bind(addr).await?,
             options: Arc::new(options),
             tls,
+            implicit_tls: false,
             store: None,
             token: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -241,13 +244,33 @@ impl Server {
         })
     }
 
+    /// Binds a listener whose connections start with a TLS handshake, before the greeting:
+    /// implicit TLS (RFC 8314 §3), as on the submissions port 465. Each handshake is bounded
+    /// by [`Server::with_tls_timeout`]; a client that fails it never reaches the session or the
+    /// handler. The session knows the channel is encrypted from the start: STARTTLS is not
+    /// offered (and refused if sent), and AUTH is, as after STARTTLS on a plaintext listener.
+    ///
+    /// # Errors
+    ///
+    /// The bind error.
+    pub async fn bind_implicit_tls(
+        addr: impl ToSocketAddrs,
+        options: Options,
+        tls: Arc<ServerConfig>,
+    ) -> io::Result<Server> {
+        let mut server = Server::bind(addr, options, Some(tls)).await?;
+        server.implicit_tls = true;
+        Ok(server)
+    }
+
     /// Enables AUTH with this credential store.
     pub fn with_credentials(mut self, store: SharedStore) -> Server {
         self.store = Some(store);
         self
     }
 
-    /// Bounds each STARTTLS handshake (default 30 s): a half-open handshake costs no more.
+    /// Bounds each TLS handshake, after STARTTLS or on connect (default 30 s): a half-open
+    /// handshake costs no more.
     pub fn with_tls_timeout(mut self, timeout: Duration) -> Server {
         self.tls_timeout = timeout;
         self
@@ -329,6 +352,7 @@ impl Server {
             let conn = Conn {
                 options: Arc::clone(&self.options),
                 tls: self.tls.clone(),
+                implicit_tls: self.implicit_tls,
                 store: self.store.clone(),
                 token: self.token.clone(),
                 tls_timeout: self.tls_timeout,
@@ -360,6 +384,7 @@ async fn refuse(mut stream: TcpStream, text: String) {
 struct Conn {
     options: Arc<Options>,
     tls: Option<Arc<ServerConfig>>,
+    implicit_tls: bool,
     store: Option<SharedStore>,
     token: CancellationToken,
     tls_timeout: Duration,
@@ -658,6 +683,23 @@ impl Conn {
         peer: SocketAddr,
         handler: Arc<H>,
     ) -> io::Result<()> {
+        let (stream, security) = match (self.implicit_tls, self.tls.clone()) {
+            (true, Some(config)) => {
+                let handshake = MaybeTls::Plain(stream).upgrade_server(config, self.tls_timeout);
+                tokio::select! {
+                    r = handshake => match r {
+                        Ok(tls) => (tls, ChannelSecurity::TlsUnverified),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "implicit TLS handshake failed");
+                            return Ok(());
+                        }
+                    },
+                    () = self.token.cancelled() => return Ok(()),
+                }
+            }
+            _ => (MaybeTls::Plain(stream), ChannelSecurity::Plaintext),
+        };
+        // Read after the handshake: the clock of the greeting's `#Time#`.
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -667,7 +709,7 @@ impl Conn {
                 unix_seconds: unix,
                 utc_offset_seconds: self.utc_offset_seconds,
             },
-            security: ChannelSecurity::Plaintext,
+            security,
         };
         let mut session = Session::new(
             Arc::clone(&self.options),
@@ -676,7 +718,7 @@ impl Conn {
             Instant::now(),
         );
         let mut wire = Wire {
-            stream: Some(MaybeTls::Plain(stream)),
+            stream: Some(stream),
             out: BytesMut::new(),
             needs_flush: false,
             scratch: Vec::new(),

@@ -246,6 +246,116 @@ async fn starttls_upgrade_and_auth_after_tls() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn implicit_tls_greets_after_the_handshake_and_offers_auth_not_starttls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let server = Server::bind_implicit_tls("127.0.0.1:0", options(), ca.server_config().unwrap())
+        .await
+        .unwrap()
+        .with_credentials(Arc::new(TestStore));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let sink = Arc::new(Collect::default());
+    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    let tcp = connect(addr).await.io.into_inner();
+    let name = ca.server_name().to_str().into_owned();
+    // The handshake comes first: the greeting is only readable through TLS.
+    let tls = tls_connect(tcp, &name, ca.client_config().unwrap(), STEP)
+        .await
+        .unwrap();
+    assert!(matches!(tls, MaybeTls::Tls(_)));
+    let mut c = Client {
+        io: BufReader::new(tls),
+    };
+    assert_eq!(c.reply().await, "220 mx.test ESMTP mailferry\r\n");
+    let ehlo = c.cmd("EHLO client.test\r\n").await;
+    assert!(
+        ehlo.contains("250-AUTH PLAIN LOGIN CRAM-MD5\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+    assert!(
+        c.cmd("STARTTLS\r\n").await.starts_with("5"),
+        "STARTTLS inside TLS must be refused"
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN AHRlc3QAMTIzNA==\r\n").await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    c.io.get_mut()
+        .write_all(b"MAIL FROM:<test@client.test>\r\nRCPT TO:<b@mx.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    assert_eq!(c.reply().await, "250 2.1.0 Sender ok\r\n");
+    assert_eq!(c.reply().await, "250 2.1.5 Recipient ok\r\n");
+    assert!(c.reply().await.starts_with("354 "));
+    assert_eq!(
+        c.cmd("Subject: tls\r\n\r\nbody\r\n.\r\n").await,
+        "250 2.0.0 Ok: queued\r\n"
+    );
+    let msgs = sink.messages.lock().unwrap().clone();
+    assert_eq!(msgs.len(), 1);
+    // The trace field records the encrypted, authenticated submission (RFC 3848).
+    let text = String::from_utf8_lossy(&msgs[0]).into_owned();
+    assert!(text.contains("with ESMTPSA"), "{text}");
+    assert!(text.ends_with("Subject: tls\r\n\r\nbody\r\n"), "{text}");
+    token.cancel();
+    assert_eq!(
+        c.reply().await,
+        "421 4.3.2 mx.test Service shutting down\r\n"
+    );
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn implicit_tls_listener_gives_a_plaintext_client_nothing_and_bounds_a_silent_one() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let server = Server::bind_implicit_tls("127.0.0.1:0", options(), ca.server_config().unwrap())
+        .await
+        .unwrap()
+        .with_tls_timeout(Duration::from_millis(200));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let sink = Arc::new(Collect::default());
+    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    // A plaintext client: no greeting in clear, and its command is not a handshake.
+    let mut c = connect(addr).await;
+    c.io.get_mut()
+        .write_all(b"EHLO client.test\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(STEP, c.io.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !rest.starts_with(b"220") && !rest.windows(4).any(|w| w == b"mx.t"),
+        "{rest:?}"
+    );
+    // A client that never starts the handshake is closed after the deadline.
+    let mut silent = connect(addr).await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(STEP, silent.io.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 0);
+    // Neither reached a session: the handler saw no connection close.
+    assert!(sink.closed.lock().unwrap().is_empty());
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 struct TestStore;
 
 impl mailferry_sasl::CredentialStore for TestStore {
