@@ -382,12 +382,15 @@ pub struct ListenerLimits {
 /// The optional inbound SMTP listener.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
-    /// Addresses to bind.
+    /// Addresses to bind, where STARTTLS is offered when a certificate is configured.
     pub listen: Vec<SocketAddr>,
+    /// Addresses where TLS starts on connect (implicit TLS, RFC 8314 §3), as on the
+    /// submissions port 465; they need the certificate.
+    pub listen_tls: Vec<SocketAddr>,
     /// Greeting text; `#HostName#`, `#ConnectedIP#`, `#Time#`, `#TimeUTC#`, `#UnixTime#` are
     /// replaced per connection by the listener.
     pub banner: String,
-    /// PEM certificate chain and key for STARTTLS.
+    /// PEM certificate chain and key for STARTTLS and implicit TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Relay policy.
     pub relay: RelayPolicy,
@@ -625,10 +628,23 @@ impl Config {
             }
             Some(l) => {
                 let _ = writeln!(w, "\ninbound SMTP listener");
-                let addrs: Vec<String> = l.listen.iter().map(ToString::to_string).collect();
-                let _ = writeln!(w, "  listens on {}", addrs.join(", "));
+                let list = |a: &[SocketAddr]| {
+                    a.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if !l.listen.is_empty() {
+                    let _ = writeln!(w, "  listens on {}", list(&l.listen));
+                }
+                if !l.listen_tls.is_empty() {
+                    let _ = writeln!(w, "  listens with implicit TLS on {}", list(&l.listen_tls));
+                }
                 let _ = writeln!(w, "  banner {:?}", l.banner);
                 match &l.tls {
+                    Some((c, k)) if l.listen.is_empty() => {
+                        let _ = writeln!(w, "  certificate {} / {}", c.display(), k.display());
+                    }
                     Some((c, k)) => {
                         let _ = writeln!(w, "  STARTTLS with {} / {}", c.display(), k.display());
                     }
@@ -1498,6 +1514,7 @@ impl<'s> Checker<'s> {
                 "listener",
                 &[
                     "listen",
+                    "listen_tls",
                     "banner",
                     "certificate",
                     "key",
@@ -2151,6 +2168,37 @@ impl<'s> Checker<'s> {
         })
     }
 
+    /// A non-empty list of `address:port` strings.
+    fn addr_list(&mut self, x: &Found<'_, '_>) -> Option<Vec<SocketAddr>> {
+        let items = self.str_list(x)?;
+        if items.is_empty() {
+            self.error(
+                &x.val.span(),
+                &x.field,
+                "expected at least one address:port",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (s, item) in items {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => out.push(a),
+                Err(_) => {
+                    self.error(
+                        &item.val.span(),
+                        &item.field,
+                        format!(
+                            "expected an IP address and port like \"0.0.0.0:25\" or \"[::]:25\", found {s:?}"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
     fn listener(
         &mut self,
         t: &Tbl<'_, '_>,
@@ -2163,33 +2211,15 @@ impl<'s> Checker<'s> {
                 field: t.field(k),
             })
         };
-        let listen = match f("listen") {
-            None => {
-                self.error(&t.span, &t.field("listen"), "missing key `listen`");
-                None
-            }
-            Some(x) => self.str_list(&x).and_then(|items| {
-                let mut out = Vec::new();
-                let mut ok = !items.is_empty();
-                if items.is_empty() {
-                    self.error(&x.val.span(), &x.field, "expected at least one address:port");
-                }
-                for (s, item) in items {
-                    match s.parse::<SocketAddr>() {
-                        Ok(a) => out.push(a),
-                        Err(_) => {
-                            self.error(
-                                &item.val.span(),
-                                &item.field,
-                                format!("expected an IP address and port like \"0.0.0.0:25\" or \"[::]:25\", found {s:?}"),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-                ok.then_some(out)
-            }),
-        };
+        let listen = f("listen").map(|x| self.addr_list(&x));
+        let listen_tls = f("listen_tls").map(|x| self.addr_list(&x));
+        if listen.is_none() && listen_tls.is_none() {
+            self.error(
+                &t.span,
+                &t.field("listen"),
+                "missing key `listen` (or `listen_tls` for implicit TLS only)",
+            );
+        }
         let banner = match f("banner") {
             None => Some("#HostName# ESMTP mailferry".to_owned()),
             Some(x) => match self.str_of(&x) {
@@ -2206,7 +2236,16 @@ impl<'s> Checker<'s> {
             },
         };
         let tls = match (f("certificate"), f("key")) {
-            (None, None) => Some(None),
+            (None, None) => {
+                if let Some(x) = f("listen_tls") {
+                    self.error(
+                        &x.val.span(),
+                        &x.field,
+                        "implicit TLS needs `certificate` and `key`",
+                    );
+                }
+                Some(None)
+            }
             (Some(c), Some(k)) => match (self.path_of(&c), self.path_of(&k)) {
                 (Some(c), Some(k)) => Some(Some((c, k))),
                 _ => None,
@@ -2292,7 +2331,8 @@ impl<'s> Checker<'s> {
             }
         };
         Some(ListenerConfig {
-            listen: listen?,
+            listen: listen.unwrap_or(Some(Vec::new()))?,
+            listen_tls: listen_tls.unwrap_or(Some(Vec::new()))?,
             banner: banner?,
             tls: tls?,
             relay: relay?,

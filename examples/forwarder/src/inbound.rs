@@ -263,10 +263,12 @@ pub struct Listening {
     pub task: tokio::task::JoinHandle<()>,
     /// The bound addresses, in the order of `listen` (a port 0 resolved).
     pub addrs: Vec<std::net::SocketAddr>,
+    /// The bound implicit-TLS addresses, in the order of `listen_tls`.
+    pub tls_addrs: Vec<std::net::SocketAddr>,
 }
 
-/// Binds every listen address and serves until the returned token is cancelled; the task
-/// ends when every connection finished.
+/// Binds every `listen` and `listen_tls` address and serves until the returned token is
+/// cancelled; the task ends when every connection finished.
 ///
 /// # Errors
 ///
@@ -290,15 +292,28 @@ pub async fn start(
     let mut set = tokio::task::JoinSet::new();
     let hostname = ctx.config().hostname.clone();
     let mut addrs = Vec::new();
-    for addr in &listener.listen {
-        let server = Server::bind(addr, server_options(&hostname, listener), tls.clone())
-            .await
-            .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
+    let mut tls_addrs = Vec::new();
+    let plain = listener.listen.iter().map(|a| (a, false));
+    let implicit = listener.listen_tls.iter().map(|a| (a, true));
+    for (addr, implicit_tls) in plain.chain(implicit) {
+        let options = server_options(&hostname, listener);
+        let server = match (implicit_tls, &tls) {
+            (true, Some(config)) => Server::bind_implicit_tls(addr, options, config.clone()).await,
+            // The configuration refuses `listen_tls` without a certificate.
+            (true, None) => Err(std::io::Error::other("implicit TLS needs a certificate")),
+            (false, _) => Server::bind(addr, options, tls.clone()).await,
+        }
+        .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
         let bound = server
             .local_addr()
             .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
-        addrs.push(bound);
-        tracing::info!(addr = %bound, "SMTP listener");
+        if implicit_tls {
+            tls_addrs.push(bound);
+            tracing::info!(addr = %bound, "SMTP listener, implicit TLS");
+        } else {
+            addrs.push(bound);
+            tracing::info!(addr = %bound, "SMTP listener");
+        }
         let inner = server.shutdown_token();
         let outer = token.clone();
         let handler = Inbound::new(ctx, listener);
@@ -313,5 +328,10 @@ pub async fn start(
         });
     }
     let task = tokio::spawn(async move { while set.join_next().await.is_some() {} });
-    Ok(Listening { token, task, addrs })
+    Ok(Listening {
+        token,
+        task,
+        addrs,
+        tls_addrs,
+    })
 }

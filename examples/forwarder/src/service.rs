@@ -156,7 +156,12 @@ impl Context {
         {
             tracing::warn!("the spool and BadMail directories change only with a restart");
         }
-        if new.listener.as_ref().map(|l| &l.listen) != old.listener.as_ref().map(|l| &l.listen) {
+        let addrs = |c: &Config| {
+            c.listener
+                .as_ref()
+                .map(|l| (l.listen.clone(), l.listen_tls.clone()))
+        };
+        if addrs(&new) != addrs(&old) {
             tracing::warn!("the listener addresses change only with a restart");
         }
         *self

@@ -172,6 +172,57 @@ async fn inbound_message_is_durable_at_250_then_routed_and_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_implicit_tls_listener_takes_mail_over_tls_from_the_first_byte() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::start().await.unwrap();
+    let ca = mailferry_testkit::TestCa::new().unwrap();
+    let keys = format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+        ca.chain_pem_path().display(),
+        ca.key_pem_path().display()
+    );
+    let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
+    assert_eq!((listening.addrs.len(), listening.tls_addrs.len()), (1, 1));
+    let addr = listening.tls_addrs[0];
+    let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
+    cfg.port = Some(addr.port());
+    cfg.tls_mode = TlsMode::Implicit;
+    cfg.tls = Some(ca.client_config().unwrap());
+    let mut c = tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    // Verified against the test CA, and no STARTTLS offered inside TLS.
+    assert_eq!(c.channel(), ChannelSecurity::TlsVerified);
+    assert!(!c.capabilities().unwrap().starttls);
+    let body = b"From: a@remote.test\r\nTo: bob@example.org\r\nSubject: tls\r\n\r\nhi\r\n";
+    let report = c
+        .send_bytes(&envelope("a@remote.test", &["bob@example.org"]), body)
+        .await
+        .unwrap();
+    assert_eq!(report.data_reply.as_ref().unwrap().code().as_u16(), 250);
+    c.quit().await.unwrap();
+    let rows = ctx.with_state(|s| s.list()).unwrap();
+    assert_eq!(rows.len(), 1);
+    let spooled = std::fs::read(&rows[0].spool_file).unwrap();
+    let text = String::from_utf8_lossy(&spooled);
+    // The trace field says the message came in encrypted (RFC 3848).
+    assert!(
+        text.starts_with(
+            "Received: from client.test ([127.0.0.1])\r\n\tby relay.mailferry.test with ESMTPS\r\n"
+        ),
+        "{text}"
+    );
+    assert!(spooled.ends_with(body), "{text}");
+    listening.token.cancel();
+    tokio::time::timeout(LIMIT, listening.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_store_failure_answers_451_and_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::start().await.unwrap();

@@ -546,3 +546,54 @@ fn ca_file_errors_name_the_field() {
         mailferry_wire::tls::ChannelSecurity::TlsVerified
     );
 }
+
+#[test]
+fn listener_implicit_tls_addresses_need_the_certificate() {
+    let listener = |keys: &str| format!("{MINIMAL}\n[listener]\n{keys}");
+    // Implicit TLS alone is a complete listener (a submissions-only service).
+    let c = parse(&listener(
+        "listen_tls = [\"0.0.0.0:465\"]\ncertificate = \"cert.pem\"\nkey = \"key.pem\"\n",
+    ))
+    .unwrap();
+    let l = c.listener.as_ref().unwrap();
+    assert!(l.listen.is_empty());
+    assert_eq!(l.listen_tls, ["0.0.0.0:465".parse().unwrap()]);
+    let d = c.describe();
+    assert!(
+        d.contains("listens with implicit TLS on 0.0.0.0:465"),
+        "{d}"
+    );
+    assert!(
+        d.contains("certificate /etc/mailferry/cert.pem / /etc/mailferry/key.pem"),
+        "{d}"
+    );
+    assert!(!d.contains("STARTTLS with"), "{d}");
+    // Both kinds side by side.
+    let c = parse(&listener(
+        "listen = [\"0.0.0.0:25\"]\nlisten_tls = [\"[::]:465\"]\n\
+         certificate = \"cert.pem\"\nkey = \"key.pem\"\n",
+    ))
+    .unwrap();
+    let d = c.describe();
+    assert!(d.contains("listens on 0.0.0.0:25"), "{d}");
+    assert!(d.contains("listens with implicit TLS on [::]:465"), "{d}");
+    assert!(d.contains("STARTTLS with /etc/mailferry/cert.pem"), "{d}");
+    assert_eq!(
+        errors(&listener("listen_tls = [\"0.0.0.0:465\"]\n")),
+        ["mailferry.toml:20:14: listener.listen_tls: implicit TLS needs `certificate` and `key`"]
+    );
+    assert_eq!(
+        errors(&listener("relay = \"nobody\"\n")),
+        [
+            "mailferry.toml:19:1: listener.listen: missing key `listen` (or `listen_tls` for implicit TLS only)"
+        ]
+    );
+    assert_eq!(
+        errors(&listener(
+            "listen_tls = [\"465\"]\ncertificate = \"c.pem\"\nkey = \"k.pem\"\n"
+        )),
+        [
+            "mailferry.toml:20:15: listener.listen_tls[0]: expected an IP address and port like \"0.0.0.0:25\" or \"[::]:25\", found \"465\""
+        ]
+    );
+}
