@@ -1,6 +1,7 @@
 //! Server mechanisms against arbitrary client responses: success only when the fake store said
-//! yes for exactly the credentials it accepts (PLAIN, LOGIN), or when the digest is the one the
-//! right password gives (CRAM-MD5); at most one outcome per exchange.
+//! yes for exactly the credentials it accepts (PLAIN, LOGIN), when the digest is the one the
+//! right password gives (CRAM-MD5), or for the one user with a secret after the server-final
+//! message (SCRAM); at most one outcome per exchange.
 #![no_main]
 
 use std::cell::Cell;
@@ -45,7 +46,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let mechanism = ServerSession::MECHANISMS[usize::from(selector % 3)];
+    let mechanism =
+        ServerSession::MECHANISMS[usize::from(selector) % ServerSession::MECHANISMS.len()];
     let mut options = ServerOptions::default();
     options.hostname = "mx.example".into();
     options.challenge_nonce = Some("1.2".into());
@@ -96,6 +98,13 @@ fuzz_target!(|data: &[u8]| {
                             last_response,
                             "digest not checked"
                         );
+                    }
+                    Mechanism::ScramSha256 | Mechanism::ScramSha1 => {
+                        // Only a user with a secret, and only once the client took the
+                        // server's signature.
+                        assert_eq!(who.authcid, "tim");
+                        assert!(challenge.starts_with(b"v="), "success before the verifier");
+                        assert!(last_response.is_empty());
                     }
                     _ => {
                         assert_eq!(store.accepted.get(), 1, "success without the store's yes");

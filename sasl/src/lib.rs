@@ -70,8 +70,8 @@
 //! | RFC 4616 | §2 | PLAIN |
 //! | draft-murchison-sasl-login | §2 | LOGIN |
 //! | RFC 2195 | §2 | CRAM-MD5 (client and server) |
-//! | RFC 5802 | §3, §5, §7 | SCRAM-SHA-1 (client, no channel binding, no SASLprep) |
-//! | RFC 7677 | §3, §4 | SCRAM-SHA-256 |
+//! | RFC 5802 | §3, §5, §7, §9 | SCRAM-SHA-1 (client and server, no channel binding, no SASLprep; an unknown user gets a made-up verifier with a stable salt) |
+//! | RFC 7677 | §3, §4 | SCRAM-SHA-256 (client and server) |
 //! | RFC 7628 | §3.1, §3.2.2 | OAUTHBEARER (and Google's XOAUTH2) |
 //! | MS-NLMP | §2.2.1.2, §3.3.2 | NTLM, NTLMv2 responses only |
 //! | RFC 1939 | §7 | APOP digest and timestamp |
@@ -86,6 +86,7 @@ mod mechanism;
 mod negotiate;
 mod ntlm;
 mod scram;
+mod scram_server;
 mod secret;
 mod server;
 
@@ -97,10 +98,11 @@ pub use negotiate::{
     AttemptOutcome, AuthPolicy, Decision, EnhancedCode, Exclusion, Negotiator, Pop3AuthError,
     ServerOffer, SmtpAuthReply, StaleOffer, StopReason,
 };
+pub use scram_server::{DEFAULT_SCRAM_ITERATIONS, ScramCredential};
 pub use secret::Secret;
 pub use server::{
-    AuthFailure, Authenticated, CredentialStore, Lookup, ServerOptions, ServerSession, ServerStep,
-    Verdict,
+    AuthFailure, Authenticated, CredentialStore, Lookup, ScramLookup, ServerOptions, ServerSession,
+    ServerStep, Verdict,
 };
 
 /// Internals for the fuzz targets; not part of the API.

@@ -19,7 +19,7 @@ pub(crate) enum ScramHash {
 }
 
 impl ScramHash {
-    fn hmac(self, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn hmac(self, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
         // HMAC accepts keys of any length (RFC 2104 §2): new_from_slice cannot fail.
         Zeroizing::new(match self {
             ScramHash::Sha1 => {
@@ -35,7 +35,7 @@ impl ScramHash {
         })
     }
 
-    fn hash(self, data: &[u8]) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn hash(self, data: &[u8]) -> Zeroizing<Vec<u8>> {
         Zeroizing::new(match self {
             ScramHash::Sha1 => Sha1::digest(data).to_vec(),
             ScramHash::Sha256 => Sha256::digest(data).to_vec(),
@@ -43,7 +43,7 @@ impl ScramHash {
     }
 
     /// RFC 5802 §2.2 Hi(): PBKDF2 with HMAC and one output block.
-    fn hi(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn hi(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
         match self {
             ScramHash::Sha1 => {
                 let mut out = Zeroizing::new(vec![0u8; 20]);

@@ -1,11 +1,16 @@
-//! Server mechanisms (PLAIN, LOGIN, CRAM-MD5) for an SMTP server, checking credentials through
-//! the application's [`CredentialStore`].
+//! Server mechanisms (SCRAM-SHA-256, SCRAM-SHA-1, CRAM-MD5, PLAIN, LOGIN) for an SMTP server,
+//! checking credentials through the application's [`CredentialStore`].
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 
 use crate::client::{hex, hmac_md5};
+use crate::scram_server::{
+    DEFAULT_SCRAM_ITERATIONS, Pending, ScramCredential, parse_client_first, process_salt,
+};
 use crate::{Mechanism, SaslError, Secret};
 
 /// The store's answer to "are these credentials right?".
@@ -24,6 +29,17 @@ pub enum Verdict {
 pub enum Lookup {
     /// The user's password (CRAM-MD5 needs the plaintext-equivalent secret).
     Found(Secret<String>),
+    /// No such user, or the user may not use this mechanism.
+    NotFound,
+    /// The store cannot answer now.
+    TemporaryFailure,
+}
+
+/// The store's answer to a SCRAM verifier lookup.
+#[derive(Debug)]
+pub enum ScramLookup {
+    /// The user's verifier for the mechanism asked for.
+    Found(ScramCredential),
     /// No such user, or the user may not use this mechanism.
     NotFound,
     /// The store cannot answer now.
@@ -51,6 +67,31 @@ pub trait CredentialStore {
         let _ = authcid;
         Lookup::NotFound
     }
+
+    /// The SCRAM verifier of `authcid` for `mechanism` (SCRAM-SHA-256 or SCRAM-SHA-1). A store
+    /// that keeps verifiers returns them ([`ScramCredential::from_keys`]). The default derives
+    /// one from [`CredentialStore::cram_md5_secret`]'s password, with
+    /// [`DEFAULT_SCRAM_ITERATIONS`] and a salt that stays the same for the user while the
+    /// process runs (a derivation costs a few milliseconds per login); a store with neither
+    /// finds nobody, and should not advertise SCRAM.
+    fn scram_credential(&self, authcid: &str, mechanism: Mechanism) -> ScramLookup {
+        match self.cram_md5_secret(authcid) {
+            Lookup::Found(password) => {
+                let salt = process_salt(authcid, mechanism);
+                match ScramCredential::derive(
+                    mechanism,
+                    password.expose(),
+                    &salt,
+                    DEFAULT_SCRAM_ITERATIONS,
+                ) {
+                    Ok(c) => ScramLookup::Found(c),
+                    Err(_) => ScramLookup::NotFound,
+                }
+            }
+            Lookup::NotFound => ScramLookup::NotFound,
+            Lookup::TemporaryFailure => ScramLookup::TemporaryFailure,
+        }
+    }
 }
 
 /// Server-side settings.
@@ -59,7 +100,8 @@ pub trait CredentialStore {
 pub struct ServerOptions {
     /// The host name in CRAM-MD5 challenges (`<random@hostname>`, RFC 2195 §2).
     pub hostname: String,
-    /// A fixed CRAM-MD5 challenge body instead of random digits; for tests only.
+    /// A fixed CRAM-MD5 challenge body and SCRAM server nonce instead of random ones; for
+    /// tests only.
     pub challenge_nonce: Option<String>,
     /// The longest authcid, authzid or password accepted, in octets. Default 1,024
     /// (RFC 4616 §2 requires at least 255).
@@ -127,14 +169,24 @@ enum State {
     Start,
     PlainAwaiting,
     LoginUser,
-    LoginPassword { username: String },
-    CramAwaiting { challenge: String },
+    LoginPassword {
+        username: String,
+    },
+    CramAwaiting {
+        challenge: String,
+    },
+    ScramFirst,
+    ScramFinal(Box<Pending>),
+    /// The server-final message was sent in a challenge; the client's empty answer ends it.
+    ScramAcknowledge(Authenticated),
     Done,
 }
 
 /// One server-side exchange. It reports [`ServerStep::Success`] only when the store said
-/// [`Verdict::Accept`] for exactly the credentials the client sent (PLAIN, LOGIN), or when the
-/// client's digest matches the store's secret (CRAM-MD5); and at most once.
+/// [`Verdict::Accept`] for exactly the credentials the client sent (PLAIN, LOGIN), when the
+/// client's digest matches the store's secret (CRAM-MD5), or when the client's proof matches
+/// the store's verifier (SCRAM, after the client took the server's signature); and at most
+/// once.
 pub struct ServerSession {
     mechanism: Mechanism,
     options: ServerOptions,
@@ -150,21 +202,27 @@ impl fmt::Debug for ServerSession {
 }
 
 impl ServerSession {
-    /// A new exchange; [`SaslError::Unsupported`] for mechanisms other than PLAIN, LOGIN and
-    /// CRAM-MD5.
+    /// A new exchange; [`SaslError::Unsupported`] for a mechanism not in
+    /// [`ServerSession::MECHANISMS`].
     pub fn new(mechanism: Mechanism, options: &ServerOptions) -> Result<ServerSession, SaslError> {
-        match mechanism {
-            Mechanism::Plain | Mechanism::Login | Mechanism::CramMd5 => Ok(ServerSession {
-                mechanism,
-                options: options.clone(),
-                state: State::Start,
-            }),
-            other => Err(SaslError::Unsupported(other)),
+        if !Self::MECHANISMS.contains(&mechanism) {
+            return Err(SaslError::Unsupported(mechanism));
         }
+        Ok(ServerSession {
+            mechanism,
+            options: options.clone(),
+            state: State::Start,
+        })
     }
 
-    /// The mechanisms this side implements, in advertising order.
-    pub const MECHANISMS: [Mechanism; 3] = [Mechanism::CramMd5, Mechanism::Plain, Mechanism::Login];
+    /// The mechanisms this side implements, in advertising order (most secure first).
+    pub const MECHANISMS: [Mechanism; 5] = [
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+        Mechanism::CramMd5,
+        Mechanism::Plain,
+        Mechanism::Login,
+    ];
 
     /// The mechanism being run.
     pub fn mechanism(&self) -> Mechanism {
@@ -197,6 +255,14 @@ impl ServerSession {
             }
             // RFC 2195: the server speaks first; an initial response is a protocol error.
             (Mechanism::CramMd5, Some(_)) => self.fail(AuthFailure::Malformed),
+            (Mechanism::ScramSha256 | Mechanism::ScramSha1, Some(ir)) => {
+                self.scram_first(ir, store)
+            }
+            (Mechanism::ScramSha256 | Mechanism::ScramSha1, None) => {
+                // RFC 4954 §4: the client speaks first; an empty challenge asks it to.
+                self.state = State::ScramFirst;
+                ServerStep::Challenge(Vec::new())
+            }
             (Mechanism::CramMd5, None) => match self.cram_challenge() {
                 Some(challenge) => {
                     let bytes = challenge.as_bytes().to_vec();
@@ -230,7 +296,26 @@ impl ServerSession {
                 _ => self.fail(AuthFailure::Malformed),
             },
             State::CramAwaiting { challenge } => self.cram(&challenge, response, store),
-            State::Start | State::Done => self.fail(AuthFailure::Malformed),
+            State::ScramFirst => self.scram_first(response, store),
+            State::ScramFinal(pending) => match pending.verify(response) {
+                Ok(Some(server_final)) => {
+                    let first = pending.first();
+                    self.state = State::ScramAcknowledge(Authenticated {
+                        authcid: first.username.clone(),
+                        authzid: first.authzid.clone(),
+                    });
+                    ServerStep::Challenge(server_final.into_bytes())
+                }
+                Ok(None) => self.fail(AuthFailure::Rejected),
+                Err(()) => self.fail(AuthFailure::Malformed),
+            },
+            State::ScramAcknowledge(who) if response.is_empty() => {
+                self.state = State::Done;
+                ServerStep::Success(who)
+            }
+            State::ScramAcknowledge(_) | State::Start | State::Done => {
+                self.fail(AuthFailure::Malformed)
+            }
         }
     }
 
@@ -292,6 +377,60 @@ impl ServerSession {
             }
         };
         Some(format!("<{body}@{}>", self.options.hostname))
+    }
+
+    /// The client-first-message: answers with the server-first-message. An unknown user gets
+    /// a made-up verifier with the salt a real one would have, so the reply does not tell; the
+    /// proof is then refused like a wrong password. An authzid other than the authcid is
+    /// refused: SCRAM proves only who the client is, and delegation is the store's to grant
+    /// (PLAIN asks it through [`CredentialStore::verify_password`]).
+    fn scram_first<S: CredentialStore + ?Sized>(&mut self, msg: &[u8], store: &S) -> ServerStep {
+        if msg.len() > self.options.max_field_len * 2 {
+            return self.fail(AuthFailure::Malformed);
+        }
+        let Some(first) = parse_client_first(msg) else {
+            return self.fail(AuthFailure::Malformed);
+        };
+        if first.username.len() > self.options.max_field_len {
+            return self.fail(AuthFailure::Malformed);
+        }
+        if first.authzid.as_ref().is_some_and(|z| *z != first.username) {
+            return self.fail(AuthFailure::Rejected);
+        }
+        let mechanism = self.mechanism;
+        let (credential, known) = match store.scram_credential(&first.username, mechanism) {
+            ScramLookup::Found(c) if c.mechanism() == mechanism => (c, true),
+            ScramLookup::Found(_) | ScramLookup::NotFound => {
+                let salt = process_salt(&first.username, mechanism);
+                // A random password: nothing can match it.
+                let mut raw = [0u8; 24];
+                if getrandom::getrandom(&mut raw).is_err() {
+                    return self.fail(AuthFailure::Temporary);
+                }
+                let password = hex(&raw);
+                match ScramCredential::derive(mechanism, &password, &salt, DEFAULT_SCRAM_ITERATIONS)
+                {
+                    Ok(c) => (c, false),
+                    Err(_) => return self.fail(AuthFailure::Temporary),
+                }
+            }
+            ScramLookup::TemporaryFailure => return self.fail(AuthFailure::Temporary),
+        };
+        let server_nonce = match &self.options.challenge_nonce {
+            Some(n) => n.clone(),
+            None => {
+                let mut raw = [0u8; 18];
+                if getrandom::getrandom(&mut raw).is_err() {
+                    return self.fail(AuthFailure::Temporary);
+                }
+                // Standard base64 never contains ',': a valid nonce.
+                STANDARD.encode(raw)
+            }
+        };
+        let pending = Pending::new(first, &server_nonce, credential, known);
+        let challenge = pending.server_first().as_bytes().to_vec();
+        self.state = State::ScramFinal(Box::new(pending));
+        ServerStep::Challenge(challenge)
     }
 
     /// RFC 2195 §2: `username SP 32 lowercase hex digits`.
@@ -576,12 +715,7 @@ mod tests {
 
     #[test]
     fn unsupported_mechanisms() {
-        for m in [
-            Mechanism::ScramSha256,
-            Mechanism::Ntlm,
-            Mechanism::Apop,
-            Mechanism::XOAuth2,
-        ] {
+        for m in [Mechanism::Ntlm, Mechanism::Apop, Mechanism::XOAuth2] {
             assert_eq!(
                 ServerSession::new(m, &opts()).map(|_| ()),
                 Err(SaslError::Unsupported(m))
@@ -589,6 +723,235 @@ mod tests {
         }
         assert_eq!(AuthFailure::Rejected.smtp_reply().0, 535);
         assert_eq!(AuthFailure::Temporary.smtp_reply().1, (4, 7, 0));
+    }
+
+    /// Knows "user" with the RFC 5802 / RFC 7677 examples' verifier (password "pencil").
+    struct RfcStore {
+        salt: &'static str,
+    }
+
+    impl CredentialStore for RfcStore {
+        fn verify_password(&self, _: &str, _: &Secret<String>, _: Option<&str>) -> Verdict {
+            Verdict::Reject
+        }
+        fn scram_credential(&self, authcid: &str, mechanism: Mechanism) -> ScramLookup {
+            if authcid != "user" {
+                return ScramLookup::NotFound;
+            }
+            let salt = STANDARD.decode(self.salt).unwrap();
+            ScramLookup::Found(ScramCredential::derive(mechanism, "pencil", &salt, 4096).unwrap())
+        }
+    }
+
+    /// Runs the server over the client messages of an RFC example and returns its messages.
+    fn scram_server(m: Mechanism, store: &RfcStore, nonce: &str, client: [&str; 2]) -> Vec<String> {
+        let o = ServerOptions {
+            challenge_nonce: Some(nonce.into()),
+            ..ServerOptions::default()
+        };
+        let mut s = ServerSession::new(m, &o).unwrap();
+        let text = |step: ServerStep| match step {
+            ServerStep::Challenge(c) => String::from_utf8(c).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let first = text(s.start(Some(client[0].as_bytes()), store));
+        let last = text(s.step(client[1].as_bytes(), store));
+        assert_eq!(s.step(b"", store), ok("user", None));
+        vec![first, last]
+    }
+
+    #[test]
+    fn scram_server_known_answers_from_rfc_5802_and_rfc_7677() {
+        let sha1 = scram_server(
+            Mechanism::ScramSha1,
+            &RfcStore {
+                salt: "QSXCR+Q6sek8bf92",
+            },
+            "3rfcNHYJY1ZVvWVs7j",
+            [
+                "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+                "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+            ],
+        );
+        assert_eq!(
+            sha1,
+            [
+                "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+                "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=",
+            ]
+        );
+        let sha256 = scram_server(
+            Mechanism::ScramSha256,
+            &RfcStore {
+                salt: "W22ZaJ0SNY7soEsUEjb6gQ==",
+            },
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            [
+                "n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                 p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+            ],
+        );
+        assert_eq!(
+            sha256,
+            [
+                "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+                "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+            ]
+        );
+    }
+
+    #[test]
+    fn scram_server_refusals() {
+        let store = RfcStore {
+            salt: "QSXCR+Q6sek8bf92",
+        };
+        let o = ServerOptions {
+            challenge_nonce: Some("3rfcNHYJY1ZVvWVs7j".into()),
+            ..ServerOptions::default()
+        };
+        let first = "n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL";
+        let good =
+            "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=";
+        // The second message, altered: each is refused with the failure named.
+        let run = |first: &str, second: &str| {
+            let mut s = ServerSession::new(Mechanism::ScramSha1, &o).unwrap();
+            match s.start(Some(first.as_bytes()), &store) {
+                ServerStep::Challenge(_) => s.step(second.as_bytes(), &store),
+                other => other,
+            }
+        };
+        let fail = ServerStep::Failure;
+        let wrong_proof = good.replace("p=v0X8", "p=w0X8");
+        for (first, second, want) in [
+            (first, wrong_proof.as_str(), fail(AuthFailure::Rejected)),
+            (
+                first,
+                "c=eSws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+                fail(AuthFailure::Malformed),
+            ),
+            (
+                first,
+                "c=biws,r=fyko+d2lbbFgONRv9qkxdawL,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+                fail(AuthFailure::Malformed),
+            ),
+            (
+                first,
+                "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j",
+                fail(AuthFailure::Malformed),
+            ),
+            (
+                first,
+                "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=AAAA",
+                fail(AuthFailure::Malformed),
+            ),
+            (
+                first,
+                "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=!!",
+                fail(AuthFailure::Malformed),
+            ),
+            // Channel binding is not offered; a mandatory extension is refused.
+            (
+                "p=tls-unique,,n=user,r=fyko",
+                good,
+                fail(AuthFailure::Malformed),
+            ),
+            ("n,,m=x,n=user,r=fyko", good, fail(AuthFailure::Malformed)),
+            // Acting as someone else is not SCRAM's to grant.
+            (
+                "n,a=admin,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+                good,
+                fail(AuthFailure::Rejected),
+            ),
+        ] {
+            assert_eq!(run(first, second), want, "{first} / {second}");
+        }
+        // authzid equal to the authcid is fine; the gs2 header with it is what c= must echo.
+        let mut s = ServerSession::new(Mechanism::ScramSha1, &o).unwrap();
+        assert!(matches!(
+            s.start(Some(b"n,a=user,n=user,r=fyko"), &store),
+            ServerStep::Challenge(_)
+        ));
+        assert_eq!(
+            s.step(
+                b"c=biws,r=fyko3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+                &store
+            ),
+            fail(AuthFailure::Malformed)
+        );
+        // Anything but an empty answer to the server-final message ends it.
+        let mut s = ServerSession::new(Mechanism::ScramSha1, &o).unwrap();
+        s.start(Some(first.as_bytes()), &store);
+        assert!(matches!(
+            s.step(good.as_bytes(), &store),
+            ServerStep::Challenge(_)
+        ));
+        assert_eq!(s.step(b"x", &store), fail(AuthFailure::Malformed));
+        assert_eq!(s.step(b"", &store), fail(AuthFailure::Malformed));
+    }
+
+    #[test]
+    fn scram_unknown_user_looks_like_a_known_one_until_the_proof() {
+        // The Store of the other tests knows tim's password only through CRAM-MD5's lookup,
+        // which the default SCRAM lookup derives from.
+        let store = Store::default();
+        let start = |user: &str| {
+            let mut s = session(Mechanism::ScramSha256);
+            match s.start(Some(format!("n,,n={user},r=abc").as_bytes()), &store) {
+                ServerStep::Challenge(c) => String::from_utf8(c).unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let shape = |m: &str| {
+            let parts: Vec<&str> = m.split(',').collect();
+            (parts.len(), parts[1].len(), parts[2].to_owned())
+        };
+        let known = start("tim");
+        let unknown = start("nobody");
+        assert_eq!(shape(&known), shape(&unknown));
+        // The same salt at every attempt, for both.
+        assert_eq!(known.split(',').nth(1), start("tim").split(',').nth(1));
+        assert_eq!(unknown.split(',').nth(1), start("nobody").split(',').nth(1));
+        // A store that is down answers 454.
+        let down = Store {
+            down: true,
+            ..Store::default()
+        };
+        let mut s = session(Mechanism::ScramSha1);
+        assert_eq!(
+            s.start(Some(b"n,,n=tim,r=abc"), &down),
+            ServerStep::Failure(AuthFailure::Temporary)
+        );
+    }
+
+    #[test]
+    fn scram_client_and_server_of_this_crate_agree() {
+        let store = Store::default();
+        for m in [Mechanism::ScramSha256, Mechanism::ScramSha1] {
+            for (user, pw, want) in [
+                ("tim", "tanstaaftanstaaf", ok("tim", None)),
+                ("tim", "wrong", ServerStep::Failure(AuthFailure::Rejected)),
+                (
+                    "nobody",
+                    "tanstaaftanstaaf",
+                    ServerStep::Failure(AuthFailure::Rejected),
+                ),
+                ("a=b,c", "x", ServerStep::Failure(AuthFailure::Rejected)),
+            ] {
+                let creds = Credentials::new(user).with_password(pw);
+                let mut c = ClientSession::new(m, &creds, &ClientOptions::default()).unwrap();
+                // Without an initial response: the server's empty challenge asks for it.
+                let mut s = ServerSession::new(m, &ServerOptions::default()).unwrap();
+                let mut step = s.start(None, &store);
+                while let ServerStep::Challenge(ch) = &step {
+                    let r = c.step(ch).unwrap();
+                    step = s.step(r.expose(), &store);
+                }
+                assert_eq!(step, want, "{m:?} {user} {pw}");
+                // The client verified the server's signature before the success.
+                assert_eq!(c.is_complete(), matches!(want, ServerStep::Success(_)));
+            }
+        }
     }
 
     proptest::proptest! {
