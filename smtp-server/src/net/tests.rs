@@ -356,6 +356,60 @@ async fn implicit_tls_listener_gives_a_plaintext_client_nothing_and_bounds_a_sil
         .unwrap();
 }
 
+#[tokio::test]
+async fn scram_sha_256_from_our_client_over_implicit_tls() {
+    use mailferry_sasl::{Credentials, Mechanism};
+    use mailferry_smtp_client::{Config as ClientConfig, SmtpClient};
+    use mailferry_wire::tls::TlsMode;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = TestCa::new().unwrap();
+    let mut o = options();
+    o.auth_mechanisms = vec![Mechanism::ScramSha256, Mechanism::Plain];
+    let server = Server::bind_implicit_tls("127.0.0.1:0", o, ca.server_config().unwrap())
+        .await
+        .unwrap()
+        .with_credentials(Arc::new(TestStore));
+    let addr = server.local_addr().unwrap();
+    let token = server.shutdown_token();
+    let sink = Arc::new(Collect::default());
+    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
+    cfg.port = Some(addr.port());
+    cfg.tls_mode = TlsMode::Implicit;
+    cfg.tls = Some(ca.client_config().unwrap());
+    cfg.credentials = Some(Credentials::new("test").with_password("1234"));
+    cfg.mechanisms = vec![Mechanism::ScramSha256];
+    let mut c = tokio::time::timeout(STEP, SmtpClient::connect(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let caps = c.capabilities().unwrap();
+    let offered: Vec<String> = caps.auth().map(|m| m.as_str().to_owned()).collect();
+    assert_eq!(offered, ["SCRAM-SHA-256", "PLAIN"]);
+    let env = mailferry_smtp_client::proto::Envelope::from_strs("test@client.test", &["b@mx.test"])
+        .unwrap();
+    let report = tokio::time::timeout(STEP, c.send_bytes(&env, b"Subject: s\r\n\r\nb\r\n"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.is_accepted(), "{report:?}");
+    let text = String::from_utf8(sink.messages.lock().unwrap()[0].clone()).unwrap();
+    assert!(text.contains("with ESMTPSA"), "{text}");
+    // A wrong password is refused (535), and the client stops there: no fallback to PLAIN.
+    cfg.credentials = Some(Credentials::new("test").with_password("wrong"));
+    let err = tokio::time::timeout(STEP, SmtpClient::connect(&cfg))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("CredentialsRejected"), "{err}");
+    token.cancel();
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 struct TestStore;
 
 impl mailferry_sasl::CredentialStore for TestStore {
@@ -369,6 +423,13 @@ impl mailferry_sasl::CredentialStore for TestStore {
             mailferry_sasl::Verdict::Accept
         } else {
             mailferry_sasl::Verdict::Reject
+        }
+    }
+
+    fn cram_md5_secret(&self, authcid: &str) -> mailferry_sasl::Lookup {
+        match authcid {
+            "test" => mailferry_sasl::Lookup::Found(mailferry_sasl::Secret::from("1234")),
+            _ => mailferry_sasl::Lookup::NotFound,
         }
     }
 }

@@ -77,7 +77,8 @@ pub struct Options {
     pub quit_text: String,
     /// List `HELP` in the EHLO reply (RFC 5321 Appendix D shows it). Default false.
     pub advertise_help: bool,
-    /// A fixed CRAM-MD5 challenge body instead of random digits: for tests only.
+    /// A fixed CRAM-MD5 challenge body and SCRAM server nonce instead of random ones: for
+    /// tests only (a fixed nonce makes SCRAM replayable).
     pub cram_md5_nonce: Option<String>,
     /// Offer PIPELINING (RFC 2920). Default on. When off, a client that sends a command before
     /// the reply to the previous one is refused (`503 5.5.0`) and disconnected.
@@ -103,7 +104,10 @@ pub struct Options {
     /// answers `502 5.5.1`. Default off.
     pub expn: bool,
     /// SASL mechanisms offered when a credential store is present, in advertising order.
-    /// Remove [`Mechanism::Login`] to disable LOGIN. Default PLAIN, LOGIN, CRAM-MD5.
+    /// Remove [`Mechanism::Login`] to disable LOGIN. Default PLAIN, LOGIN, CRAM-MD5. Add
+    /// [`Mechanism::ScramSha256`] and [`Mechanism::ScramSha1`] (first, most secure first) to
+    /// offer SCRAM when the store can give verifiers or passwords
+    /// (`CredentialStore::scram_credential`).
     pub auth_mechanisms: Vec<Mechanism>,
     /// Offer AUTH only on a TLS channel (RFC 4954 §4 discourages plaintext passwords).
     /// Default true.
