@@ -88,7 +88,17 @@ pub trait CredentialStore {
                     Err(_) => ScramLookup::NotFound,
                 }
             }
-            Lookup::NotFound => ScramLookup::NotFound,
+            Lookup::NotFound => {
+                // The same derivation for nobody: an unknown user costs a known one's time.
+                let salt = process_salt(authcid, mechanism);
+                let _ = ScramCredential::derive(
+                    mechanism,
+                    "\0unknown-user\0",
+                    &salt,
+                    DEFAULT_SCRAM_ITERATIONS,
+                );
+                ScramLookup::NotFound
+            }
             Lookup::TemporaryFailure => ScramLookup::TemporaryFailure,
         }
     }
@@ -381,7 +391,8 @@ impl ServerSession {
 
     /// The client-first-message: answers with the server-first-message. An unknown user gets
     /// a made-up verifier with the salt a real one would have, so the reply does not tell; the
-    /// proof is then refused like a wrong password. An authzid other than the authcid is
+    /// proof is then refused like a wrong password. (Equal timing is the store's part, as for
+    /// the other mechanisms: the default lookup spends a derivation on an unknown user too.) An authzid other than the authcid is
     /// refused: SCRAM proves only who the client is, and delegation is the store's to grant
     /// (PLAIN asks it through [`CredentialStore::verify_password`]).
     fn scram_first<S: CredentialStore + ?Sized>(&mut self, msg: &[u8], store: &S) -> ServerStep {
@@ -402,14 +413,24 @@ impl ServerSession {
             ScramLookup::Found(c) if c.mechanism() == mechanism => (c, true),
             ScramLookup::Found(_) | ScramLookup::NotFound => {
                 let salt = process_salt(&first.username, mechanism);
-                // A random password: nothing can match it.
-                let mut raw = [0u8; 24];
-                if getrandom::getrandom(&mut raw).is_err() {
+                // Random keys of the right length: no proof can match them, and the proof is
+                // still checked against them.
+                let len = match mechanism {
+                    Mechanism::ScramSha1 => 20,
+                    _ => 32,
+                };
+                let mut keys = vec![0u8; 2 * len];
+                if getrandom::getrandom(&mut keys).is_err() {
                     return self.fail(AuthFailure::Temporary);
                 }
-                let password = hex(&raw);
-                match ScramCredential::derive(mechanism, &password, &salt, DEFAULT_SCRAM_ITERATIONS)
-                {
+                let server_key = keys.split_off(len);
+                match ScramCredential::from_keys(
+                    mechanism,
+                    salt,
+                    DEFAULT_SCRAM_ITERATIONS,
+                    keys,
+                    server_key,
+                ) {
                     Ok(c) => (c, false),
                     Err(_) => return self.fail(AuthFailure::Temporary),
                 }
