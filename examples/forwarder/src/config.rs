@@ -29,7 +29,7 @@ use std::time::Duration;
 use mailferry_routing::{
     Address, CopyTo, Domain, EnvelopeHeader, RelayHost, ScanOptions, SendTo, SendToError,
 };
-use mailferry_sasl::{Mechanism, Secret};
+use mailferry_sasl::{Mechanism, Secret, ServerSession};
 use mailferry_wire::tls::{Protocol, ServerTrust, TlsClientSettings, TlsMode};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -392,6 +392,11 @@ pub struct ListenerConfig {
     pub banner: String,
     /// PEM certificate chain and key for STARTTLS and implicit TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Accounts that may authenticate (AUTH, offered over TLS only); authenticated clients
+    /// may relay.
+    pub users: Vec<Credentials>,
+    /// The AUTH mechanisms offered to them, most secure first.
+    pub auth_mechanisms: Vec<Mechanism>,
     /// Relay policy.
     pub relay: RelayPolicy,
     /// Hosts that may relay without authentication.
@@ -651,6 +656,18 @@ impl Config {
                     None => {
                         let _ = writeln!(w, "  no STARTTLS (no certificate)");
                     }
+                }
+                if l.users.is_empty() {
+                    let _ = writeln!(w, "  no AUTH (no users)");
+                } else {
+                    let names: Vec<&str> = l.users.iter().map(|u| u.user.as_str()).collect();
+                    let mechs: Vec<&str> = l.auth_mechanisms.iter().map(|m| m.name()).collect();
+                    let _ = writeln!(
+                        w,
+                        "  AUTH over TLS for {} ({}), who may relay",
+                        names.join(", "),
+                        mechs.join(", ")
+                    );
                 }
                 let _ = writeln!(
                     w,
@@ -1515,6 +1532,8 @@ impl<'s> Checker<'s> {
                 &[
                     "listen",
                     "listen_tls",
+                    "users",
+                    "auth_mechanisms",
                     "banner",
                     "certificate",
                     "key",
@@ -2168,6 +2187,41 @@ impl<'s> Checker<'s> {
         })
     }
 
+    /// `users = [{ user = "...", password... }, ...]`: distinct user names, one password
+    /// source each.
+    fn listener_users(&mut self, x: &Found<'_, '_>) -> Option<Vec<Credentials>> {
+        let Some(arr) = x.val.get_ref().as_array() else {
+            self.type_error(x, "an array of tables ([[listener.users]])");
+            return None;
+        };
+        let mut out: Vec<Credentials> = Vec::new();
+        let mut ok = true;
+        for (i, item) in arr.iter().enumerate() {
+            let path = format!("{}[{i}]", x.field);
+            let Some(t) = self.table(
+                item,
+                &path,
+                &["user", "password", "password_file", "password_env"],
+            ) else {
+                ok = false;
+                continue;
+            };
+            match self.credentials(&t, true, &item.span(), &path) {
+                Some(Some(c)) if out.iter().any(|o| o.user == c.user) => {
+                    self.error(
+                        &item.span(),
+                        &format!("{path}.user"),
+                        format!("user {:?} is listed twice", c.user),
+                    );
+                    ok = false;
+                }
+                Some(Some(c)) => out.push(c),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
     /// A non-empty list of `address:port` strings.
     fn addr_list(&mut self, x: &Found<'_, '_>) -> Option<Vec<SocketAddr>> {
         let items = self.str_list(x)?;
@@ -2259,6 +2313,26 @@ impl<'s> Checker<'s> {
                 None
             }
         };
+        let users = match f("users") {
+            None => Some(Vec::new()),
+            Some(x) => self.listener_users(&x),
+        };
+        let has_users = users.as_ref().is_some_and(|u| !u.is_empty());
+        if let (Some(u), Some(None), true) = (f("users"), &tls, has_users) {
+            self.error(
+                &u.val.span(),
+                &u.field,
+                "AUTH is offered only over TLS: `users` need `certificate` and `key`",
+            );
+        }
+        let auth_mechanisms = match f("auth_mechanisms") {
+            None => Some(ServerSession::MECHANISMS.to_vec()),
+            Some(x) => self.mechanisms(
+                &x,
+                |m| ServerSession::MECHANISMS.contains(&m),
+                "the listener's AUTH",
+            ),
+        };
         let relay = match f("relay") {
             None => Some(RelayPolicy::Nobody),
             Some(x) => match self.str_of(&x) {
@@ -2335,6 +2409,8 @@ impl<'s> Checker<'s> {
             listen_tls: listen_tls.unwrap_or(Some(Vec::new()))?,
             banner: banner?,
             tls: tls?,
+            users: users?,
+            auth_mechanisms: auth_mechanisms?,
             relay: relay?,
             trusted_hosts: trusted_hosts?,
             local_domains: local_domains?,

@@ -25,7 +25,7 @@ use mailferry_smtp_server::proto::{
 use mailferry_wire::smtp::{EnhancedCode, MailParams, RcptParams, Reply, ReplyCode};
 use mailferry_wire::types::{Domain, ForwardPath, ReversePath};
 
-use crate::config::{ListenerConfig, RelayPolicy};
+use crate::config::{Credentials, ListenerConfig, RelayPolicy};
 use crate::service::{Context, ServiceError};
 use crate::spool::SpoolWriter;
 use crate::state::{NewRecipient, Source};
@@ -234,6 +234,46 @@ impl Handler for Inbound {
     }
 }
 
+/// The listener's `users`: the credential check behind AUTH.
+struct Users(Vec<Credentials>);
+
+impl Users {
+    fn find(&self, authcid: &str) -> Option<&Credentials> {
+        self.0.iter().find(|u| u.user == authcid)
+    }
+}
+
+impl mailferry_sasl::CredentialStore for Users {
+    fn verify_password(
+        &self,
+        authcid: &str,
+        password: &mailferry_sasl::Secret<String>,
+        authzid: Option<&str>,
+    ) -> mailferry_sasl::Verdict {
+        use subtle::ConstantTimeEq;
+        // An unknown user is compared against a throwaway password: the same work either way.
+        let expected = self
+            .find(authcid)
+            .map_or("\0unknown-user\0", |u| u.password.expose().as_str());
+        let same = bool::from(expected.as_bytes().ct_eq(password.expose().as_bytes()));
+        let known = self.find(authcid).is_some();
+        // Acting as another user is not something these accounts can be granted.
+        let as_self = authzid.is_none_or(|z| z == authcid);
+        if same && known && as_self {
+            mailferry_sasl::Verdict::Accept
+        } else {
+            mailferry_sasl::Verdict::Reject
+        }
+    }
+
+    fn cram_md5_secret(&self, authcid: &str) -> mailferry_sasl::Lookup {
+        match self.find(authcid) {
+            Some(u) => mailferry_sasl::Lookup::Found(u.password.clone()),
+            None => mailferry_sasl::Lookup::NotFound,
+        }
+    }
+}
+
 /// The smtp-server options for the listener settings.
 pub fn server_options(hostname: &str, listener: &ListenerConfig) -> Options {
     let mut o = Options::default();
@@ -241,6 +281,7 @@ pub fn server_options(hostname: &str, listener: &ListenerConfig) -> Options {
         o.hostname = d;
     }
     o.banner = listener.banner.clone();
+    o.auth_mechanisms = listener.auth_mechanisms.clone();
     let l = &listener.limits;
     o.max_message_size = l.max_message_size;
     o.max_recipients = l.max_recipients;
@@ -293,6 +334,7 @@ pub async fn start(
     let hostname = ctx.config().hostname.clone();
     let mut addrs = Vec::new();
     let mut tls_addrs = Vec::new();
+    let users = (!listener.users.is_empty()).then(|| Arc::new(Users(listener.users.clone())));
     let plain = listener.listen.iter().map(|a| (a, false));
     let implicit = listener.listen_tls.iter().map(|a| (a, true));
     for (addr, implicit_tls) in plain.chain(implicit) {
@@ -304,6 +346,10 @@ pub async fn start(
             (false, _) => Server::bind(addr, options, tls.clone()).await,
         }
         .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;
+        let server = match &users {
+            Some(u) => server.with_credentials(Arc::clone(u) as _),
+            None => server,
+        };
         let bound = server
             .local_addr()
             .map_err(|e| ServiceError::Listener(format!("{addr}: {e}")))?;

@@ -156,13 +156,24 @@ impl Context {
         {
             tracing::warn!("the spool and BadMail directories change only with a restart");
         }
-        let addrs = |c: &Config| {
-            c.listener
-                .as_ref()
-                .map(|l| (l.listen.clone(), l.listen_tls.clone()))
+        // What the listener fixed when it started.
+        let same_listener = match (&new.listener, &old.listener) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                a.listen == b.listen
+                    && a.listen_tls == b.listen_tls
+                    && a.auth_mechanisms == b.auth_mechanisms
+                    && a.users.len() == b.users.len()
+                    && a.users.iter().zip(&b.users).all(|(x, y)| {
+                        x.user == y.user && x.password.expose() == y.password.expose()
+                    })
+            }
+            _ => false,
         };
-        if addrs(&new) != addrs(&old) {
-            tracing::warn!("the listener addresses change only with a restart");
+        if !same_listener {
+            tracing::warn!(
+                "the listener addresses, users and AUTH mechanisms change only with a restart"
+            );
         }
         *self
             .routers

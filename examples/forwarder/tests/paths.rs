@@ -14,6 +14,7 @@ use mailferry_forwarder::config::Config;
 use mailferry_forwarder::demo::RecordingSink;
 use mailferry_forwarder::service::{Context, poll_once};
 use mailferry_forwarder::state::Status;
+use mailferry_sasl::{Credentials, Mechanism};
 use mailferry_smtp_client::proto::{Envelope, RecipientStatus};
 use mailferry_smtp_client::{Config as ClientConfig, SmtpClient};
 use mailferry_testkit::pop3_responder::{Pop3Responder, maildir_deliver, maildir_list};
@@ -220,6 +221,69 @@ async fn inbound_implicit_tls_listener_takes_mail_over_tls_from_the_first_byte()
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_users_authenticate_over_tls_and_may_relay() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::start().await.unwrap();
+    let ca = mailferry_testkit::TestCa::new().unwrap();
+    let keys = format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n\
+         [[listener.users]]\nuser = \"alice\"\npassword = \"wonderland\"\n",
+        ca.chain_pem_path().display(),
+        ca.key_pem_path().display()
+    );
+    let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
+    let connect = |mechanism: Mechanism, password: Option<&str>| {
+        let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
+        cfg.port = Some(listening.tls_addrs[0].port());
+        cfg.tls_mode = TlsMode::Implicit;
+        cfg.tls = Some(ca.client_config().unwrap());
+        cfg.credentials = password.map(|p| Credentials::new("alice").with_password(p));
+        cfg.mechanisms = vec![mechanism];
+        async move {
+            tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
+                .await
+                .unwrap()
+        }
+    };
+    let to_remote = envelope("alice@example.org", &["x@foreign.test"]);
+    // Not authenticated: relaying is refused, as for anyone untrusted.
+    let mut c = connect(Mechanism::Plain, None).await.unwrap();
+    let report = c
+        .send_bytes(&to_remote, b"Subject: x\r\n\r\nx\r\n")
+        .await
+        .unwrap();
+    assert_eq!(report.recipients[0].status, RecipientStatus::Permanent);
+    c.quit().await.unwrap();
+    // A wrong password is refused at AUTH.
+    assert!(connect(Mechanism::Plain, Some("wrong")).await.is_err());
+    // Authenticated with SCRAM-SHA-256 (derived from the configured password) or PLAIN: the
+    // same remote recipient is accepted and queued.
+    for (i, m) in [Mechanism::ScramSha256, Mechanism::Plain]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = connect(m, Some("wonderland")).await.unwrap();
+        let report = c
+            .send_bytes(&to_remote, b"Subject: y\r\n\r\ny\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            report.recipients[0].status,
+            RecipientStatus::Delivered,
+            "{m:?}"
+        );
+        c.quit().await.unwrap();
+        let rows = ctx.with_state(|s| s.list()).unwrap();
+        assert_eq!(rows.len(), i + 1);
+        let spooled = std::fs::read(&rows[i].spool_file).unwrap();
+        let text = String::from_utf8_lossy(&spooled);
+        assert!(text.contains("with ESMTPSA"), "{text}");
+    }
+    listening.token.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@ use super::*;
 fn env(name: &str) -> Option<String> {
     match name {
         "SMTP_PW" => Some("smtp-secret".into()),
+        "MF_TEST_PW" => Some("from-env".into()),
         "MAILFERRY_SMTP_PASSWORD"
         | "MAILFERRY_SUPPORT_PASSWORD"
         | "MAILFERRY_SUPPORT_SMTP_PASSWORD" => Some("x".into()),
@@ -595,5 +596,81 @@ fn listener_implicit_tls_addresses_need_the_certificate() {
         [
             "mailferry.toml:20:15: listener.listen_tls[0]: expected an IP address and port like \"0.0.0.0:25\" or \"[::]:25\", found \"465\""
         ]
+    );
+}
+
+#[test]
+fn listener_users_for_auth_over_tls() {
+    let listener = |keys: &str| {
+        format!(
+            "{MINIMAL}\n[listener]\nlisten_tls = [\"0.0.0.0:465\"]\n\
+             certificate = \"cert.pem\"\nkey = \"key.pem\"\n{keys}"
+        )
+    };
+    let c = parse(&listener(
+        "auth_mechanisms = [\"SCRAM-SHA-256\", \"PLAIN\"]\n\
+         [[listener.users]]\nuser = \"alice\"\npassword = \"secret\"\n\
+         [[listener.users]]\nuser = \"bob\"\npassword_env = \"MF_TEST_PW\"\n",
+    ))
+    .unwrap();
+    let l = c.listener.as_ref().unwrap();
+    let users: Vec<(&str, &str)> = l
+        .users
+        .iter()
+        .map(|u| (u.user.as_str(), u.password.expose().as_str()))
+        .collect();
+    assert_eq!(users, [("alice", "secret"), ("bob", "from-env")]);
+    assert_eq!(
+        l.auth_mechanisms,
+        [Mechanism::ScramSha256, Mechanism::Plain]
+    );
+    let d = c.describe();
+    assert!(
+        d.contains("AUTH over TLS for alice, bob (SCRAM-SHA-256, PLAIN), who may relay"),
+        "{d}"
+    );
+    assert!(!d.contains("secret") && !d.contains("from-env"), "{d}");
+    // Without auth_mechanisms: every server mechanism, most secure first.
+    let c = parse(&listener(
+        "[[listener.users]]\nuser = \"alice\"\npassword = \"s\"\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listener.unwrap().auth_mechanisms,
+        mailferry_sasl::ServerSession::MECHANISMS
+    );
+    let errs = errors(&listener(
+        "auth_mechanisms = [\"NTLM\"]\n\
+         [[listener.users]]\nuser = \"alice\"\npassword = \"s\"\n\
+         [[listener.users]]\nuser = \"alice\"\npassword = \"t\"\n\
+         [[listener.users]]\nuser = \"carol\"\n",
+    ));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].ends_with(
+            "listener.auth_mechanisms[0]: NTLM is not available for the listener's AUTH"
+        ),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].ends_with("listener.users[1].user: user \"alice\" is listed twice"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].contains("listener.users[2]") && errs[2].contains("exactly one of password"),
+        "{errs:#?}"
+    );
+    // AUTH is offered only over TLS: users without a certificate are refused.
+    let text = format!(
+        "{MINIMAL}\n[listener]\nlisten = [\"0.0.0.0:25\"]\n\
+         [[listener.users]]\nuser = \"alice\"\npassword = \"s\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].ends_with(
+            "listener.users: AUTH is offered only over TLS: `users` need `certificate` and `key`"
+        ),
+        "{errs:#?}"
     );
 }
