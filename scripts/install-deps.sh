@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the full test suite needs when it is missing: the real peers (Dovecot, Postfix,
-# Cyrus SASL, swaks, openssl) from Debian's packages, and cargo-fuzz / cargo-nextest from crates.io.
+# Cyrus SASL, swaks, msmtp, openssl) from Debian's packages, and cargo-fuzz / cargo-nextest from crates.io.
 # Idempotent: a machine that already has everything is left untouched.
 set -euo pipefail
 
 need_apt=()
 for pkg in dovecot-core dovecot-pop3d postfix sasl2-bin libsasl2-modules libsasl2-modules-db \
-           swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl openssl fetchmail; do
+           swaks libauthen-ntlm-perl libnet-ssleay-perl libio-socket-ssl-perl openssl fetchmail msmtp; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_apt+=("$pkg")
 done
 

@@ -1,4 +1,5 @@
-//! Real clients against the listener: swaks (each AUTH mechanism, STARTTLS, pipelining) and
+//! Real clients against the listener: swaks (each AUTH mechanism, STARTTLS, implicit TLS,
+//! pipelining), msmtp (SCRAM-SHA-256 over implicit TLS, through GNU SASL and GnuTLS) and
 //! Postfix's smtp-source (load). Run by scripts/full-test.sh.
 
 // Test helpers outside #[test] fns: a failed setup should panic loudly.
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mailferry_sasl::{CredentialStore, Lookup, Secret, Verdict};
+use mailferry_sasl::{CredentialStore, Lookup, Secret, ServerSession, Verdict};
 use mailferry_smtp_server::net::{Handler, Server};
 use mailferry_smtp_server::proto::{Context, Envelope, Options};
 use mailferry_testkit::TestCa;
@@ -69,6 +70,8 @@ async fn start(mode: Listener) -> (SocketAddr, CancellationToken, Arc<Count>, Te
     let ca = TestCa::new().unwrap();
     let mut options = Options::default();
     options.hostname = Domain::try_from("mx.test").unwrap();
+    // Every server mechanism, SCRAM first: each client below picks its own.
+    options.auth_mechanisms = ServerSession::MECHANISMS.to_vec();
     let server = match mode {
         Listener::Plain => Server::bind("127.0.0.1:0", options, None).await,
         Listener::StartTls => {
@@ -194,6 +197,69 @@ async fn swaks_over_implicit_tls() {
     let greeting_at = text.find("220 mx.test").unwrap_or(0);
     assert!(tls_at < greeting_at, "{text}");
     assert!(!text.contains("STARTTLS"), "{text}");
+    assert!(
+        text.contains("235 2.7.0 Authentication successful"),
+        "{text}"
+    );
+    assert!(text.contains("250 2.0.0 Ok: queued"), "{text}");
+    assert_eq!(count.messages.load(Ordering::Relaxed), 1);
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs msmtp: run scripts/full-test.sh"]
+async fn msmtp_scram_sha_256_over_implicit_tls() {
+    let (addr, token, count, ca) = start(Listener::ImplicitTls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("msmtprc");
+    // msmtp refuses a configuration file others may read: it holds the password.
+    std::fs::write(
+        &config,
+        format!(
+            "account test\nhost 127.0.0.1\nport {}\ntls on\ntls_starttls off\n\
+             tls_trust_file {}\nauth scram-sha-256\nuser alice\npassword wonderland\n\
+             from alice@mx.test\n",
+            addr.port(),
+            ca.ca_pem_path().display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let run = move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/usr/bin/msmtp")
+            .arg("-C")
+            .arg(&config)
+            .args(["-a", "test", "--debug", "bob@mx.test"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"Subject: scram\r\n\r\nhello\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) =
+        tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(run))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(ok, "{text}");
+    // The certificate was verified against the test CA, the greeting came through TLS, and
+    // SCRAM ran to the server's signature, which GNU SASL checks before it takes the 235.
+    assert!(text.contains("220 mx.test"), "{text}");
+    assert!(text.contains("AUTH SCRAM-SHA-256"), "{text}");
     assert!(
         text.contains("235 2.7.0 Authentication successful"),
         "{text}"
