@@ -409,11 +409,28 @@ pub struct ListenerConfig {
     pub refuse_percent: bool,
     /// Refuse addresses containing `!`.
     pub refuse_bang: bool,
+    /// A sender in a local domain must have authenticated (or come from a trusted host).
+    pub local_senders_must_authenticate: bool,
+    /// How an authenticated client's MAIL FROM must match its user name.
+    pub sender_must_match_user: SenderMatch,
     /// The connector whose routing and SMTP output inbound mail uses; `None`: the envelope
     /// recipients through the global SMTP settings.
     pub route_with: Option<String>,
     /// Limits.
     pub limits: ListenerLimits,
+}
+
+/// How an authenticated client's MAIL FROM must match its user name (the seeds' "From address
+/// and authentication account must be the same").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SenderMatch {
+    /// No check.
+    Off,
+    /// The whole address equals the user name (user names are then addresses).
+    Address,
+    /// The address's domain equals the user name's domain.
+    Domain,
 }
 
 /// Log output format.
@@ -681,6 +698,24 @@ impl Config {
                     list_or_none(&l.local_domains),
                     list_or_none(&l.local_users)
                 );
+                if l.local_senders_must_authenticate {
+                    let _ = writeln!(
+                        w,
+                        "  a sender in a local domain must authenticate (or use a trusted host)"
+                    );
+                }
+                match l.sender_must_match_user {
+                    SenderMatch::Off => {}
+                    SenderMatch::Address => {
+                        let _ = writeln!(w, "  an authenticated sender must be its user name");
+                    }
+                    SenderMatch::Domain => {
+                        let _ = writeln!(
+                            w,
+                            "  an authenticated sender must be in its user name's domain"
+                        );
+                    }
+                }
                 let _ = writeln!(
                     w,
                     "  inbound mail routed {}",
@@ -1543,6 +1578,8 @@ impl<'s> Checker<'s> {
                     "local_users",
                     "refuse_percent",
                     "refuse_bang",
+                    "local_senders_must_authenticate",
+                    "sender_must_match_user",
                     "route_with",
                     "limits",
                 ],
@@ -2365,6 +2402,25 @@ impl<'s> Checker<'s> {
         );
         let refuse_percent = f("refuse_percent").map_or(Some(false), |x| self.bool_of(&x));
         let refuse_bang = f("refuse_bang").map_or(Some(false), |x| self.bool_of(&x));
+        let local_senders_must_authenticate =
+            f("local_senders_must_authenticate").map_or(Some(false), |x| self.bool_of(&x));
+        let sender_must_match_user = match f("sender_must_match_user") {
+            None => Some(SenderMatch::Off),
+            Some(x) => match self.str_of(&x) {
+                Some("off") => Some(SenderMatch::Off),
+                Some("address") => Some(SenderMatch::Address),
+                Some("domain") => Some(SenderMatch::Domain),
+                Some(other) => {
+                    self.error(
+                        &x.val.span(),
+                        &x.field,
+                        format!("expected \"off\", \"address\" or \"domain\", found {other:?}"),
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
         let route_with = match f("route_with") {
             None => Some(None),
             Some(x) => match self.str_of(&x) {
@@ -2417,6 +2473,8 @@ impl<'s> Checker<'s> {
             local_users: local_users?,
             refuse_percent: refuse_percent?,
             refuse_bang: refuse_bang?,
+            local_senders_must_authenticate: local_senders_must_authenticate?,
+            sender_must_match_user: sender_must_match_user?,
             route_with: route_with?,
             limits: limits?,
         })

@@ -19,13 +19,13 @@ use bytes::Bytes;
 use mailferry_routing::Disposition;
 use mailferry_smtp_server::net::{CancellationToken, Handler, Server};
 use mailferry_smtp_server::proto::{
-    AbortReason, Context as SmtpContext, Envelope, Options, RelayContext, RelayMode,
+    AbortReason, Context as SmtpContext, Envelope, FromMatch, Options, RelayContext, RelayMode,
     RelayPolicy as SmtpRelay,
 };
 use mailferry_wire::smtp::{EnhancedCode, MailParams, RcptParams, Reply, ReplyCode};
 use mailferry_wire::types::{Domain, ForwardPath, ReversePath};
 
-use crate::config::{Credentials, ListenerConfig, RelayPolicy};
+use crate::config::{Credentials, ListenerConfig, RelayPolicy, SenderMatch};
 use crate::service::{Context, ServiceError};
 use crate::spool::SpoolWriter;
 use crate::state::{NewRecipient, Source};
@@ -80,6 +80,12 @@ impl Inbound {
         relay.relay_for_authenticated = true;
         relay.refuse_percent = listener.refuse_percent;
         relay.refuse_bang = listener.refuse_bang;
+        relay.local_senders_must_authenticate = listener.local_senders_must_authenticate;
+        relay.from_must_match_auth = match listener.sender_must_match_user {
+            SenderMatch::Off => FromMatch::Off,
+            SenderMatch::Address => FromMatch::Address,
+            SenderMatch::Domain => FromMatch::Domain,
+        };
         Inbound {
             ctx: Arc::clone(ctx),
             relay,

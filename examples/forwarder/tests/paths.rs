@@ -287,6 +287,76 @@ async fn inbound_users_authenticate_over_tls_and_may_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_sender_checks_tie_mail_from_to_the_user() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = RecordingSink::start().await.unwrap();
+    let ca = mailferry_testkit::TestCa::new().unwrap();
+    let keys = format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n\
+         local_senders_must_authenticate = true\nsender_must_match_user = \"address\"\n\
+         [[listener.users]]\nuser = \"alice@example.org\"\npassword = \"wonderland\"\n",
+        ca.chain_pem_path().display(),
+        ca.key_pem_path().display()
+    );
+    let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
+    let connect = |authenticated: bool| {
+        let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
+        cfg.port = Some(listening.tls_addrs[0].port());
+        cfg.tls_mode = TlsMode::Implicit;
+        cfg.tls = Some(ca.client_config().unwrap());
+        if authenticated {
+            cfg.credentials =
+                Some(Credentials::new("alice@example.org").with_password("wonderland"));
+            cfg.mechanisms = vec![Mechanism::Plain];
+        }
+        async move {
+            tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let refused_sender = |r: &mailferry_wire::smtp::Reply| {
+        assert_eq!(r.code().as_u16(), 553, "{r}");
+        assert_eq!(r.enhanced().unwrap().to_string(), "5.7.1", "{r}");
+    };
+    let body = b"Subject: s\r\n\r\nb\r\n";
+    // Not authenticated: a local sender is refused, a remote one may write to a local user.
+    let mut c = connect(false).await;
+    let report = c
+        .send_bytes(&envelope("alice@example.org", &["bob@example.org"]), body)
+        .await
+        .unwrap();
+    refused_sender(&report.mail_reply);
+    c.quit().await.unwrap();
+    let mut c = connect(false).await;
+    let report = c
+        .send_bytes(&envelope("a@remote.test", &["bob@example.org"]), body)
+        .await
+        .unwrap();
+    assert!(report.is_accepted(), "{report:?}");
+    c.quit().await.unwrap();
+    // Authenticated as alice: only alice's own address is accepted as the sender.
+    let mut c = connect(true).await;
+    let report = c
+        .send_bytes(&envelope("bob@example.org", &["bob@example.org"]), body)
+        .await
+        .unwrap();
+    refused_sender(&report.mail_reply);
+    c.quit().await.unwrap();
+    let mut c = connect(true).await;
+    let report = c
+        .send_bytes(&envelope("alice@example.org", &["x@foreign.test"]), body)
+        .await
+        .unwrap();
+    assert!(report.is_accepted(), "{report:?}");
+    c.quit().await.unwrap();
+    assert_eq!(ctx.with_state(|s| s.list()).unwrap().len(), 2);
+    listening.token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_store_failure_answers_451_and_keeps_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::start().await.unwrap();

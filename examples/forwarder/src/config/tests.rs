@@ -674,3 +674,40 @@ fn listener_users_for_auth_over_tls() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn listener_sender_checks_for_authenticated_clients() {
+    let text = format!(
+        "{MINIMAL}\n[listener]\nlisten = [\"0.0.0.0:25\"]\n\
+         local_senders_must_authenticate = true\nsender_must_match_user = \"domain\"\n"
+    );
+    let c = parse(&text).unwrap();
+    let l = c.listener.as_ref().unwrap();
+    assert!(l.local_senders_must_authenticate);
+    assert_eq!(l.sender_must_match_user, SenderMatch::Domain);
+    let d = c.describe();
+    assert!(
+        d.contains("a sender in a local domain must authenticate (or use a trusted host)"),
+        "{d}"
+    );
+    assert!(
+        d.contains("an authenticated sender must be in its user name's domain"),
+        "{d}"
+    );
+    // The defaults: neither check.
+    let c = parse(&format!(
+        "{MINIMAL}\n[listener]\nlisten = [\"0.0.0.0:25\"]\n"
+    ))
+    .unwrap();
+    let l = c.listener.as_ref().unwrap();
+    assert!(!l.local_senders_must_authenticate);
+    assert_eq!(l.sender_must_match_user, SenderMatch::Off);
+    let errs = errors(&text.replace("\"domain\"", "\"user\""));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].ends_with(
+            "listener.sender_must_match_user: expected \"off\", \"address\" or \"domain\", found \"user\""
+        ),
+        "{errs:#?}"
+    );
+}
