@@ -131,6 +131,17 @@ pub struct Credentials {
     pub source: PasswordSource,
 }
 
+// Compared when a reload decides what changed; a secret has no `==` of its own.
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Credentials) -> bool {
+        self.user == other.user
+            && self.password.expose() == other.password.expose()
+            && self.source == other.source
+    }
+}
+
+impl Eq for Credentials {}
+
 /// What to do with the server's copy of a message (the seeds' "Server Copy").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -380,7 +391,7 @@ pub struct ListenerLimits {
 }
 
 /// The optional inbound SMTP listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Addresses to bind, where STARTTLS is offered when a certificate is configured.
     pub listen: Vec<SocketAddr>,
