@@ -111,6 +111,35 @@ fn envelope(from: &str, to: &[&str]) -> Envelope {
     e
 }
 
+/// `[listener]` keys for one implicit-TLS address with the test CA's certificate, then `extra`.
+fn tls_listener_keys(ca: &mailferry_testkit::TestCa, extra: &str) -> String {
+    format!(
+        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n{extra}",
+        ca.chain_pem_path().display(),
+        ca.key_pem_path().display()
+    )
+}
+
+/// Our client over implicit TLS, trusting the test CA; it logs in when `login` (user,
+/// password, mechanism) is given.
+async fn tls_client(
+    addr: SocketAddr,
+    ca: &mailferry_testkit::TestCa,
+    login: Option<(&str, &str, Mechanism)>,
+) -> Result<SmtpClient, mailferry_smtp_client::Error> {
+    let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
+    cfg.port = Some(addr.port());
+    cfg.tls_mode = TlsMode::Implicit;
+    cfg.tls = Some(ca.client_config().unwrap());
+    if let Some((user, password, mechanism)) = login {
+        cfg.credentials = Some(Credentials::new(user).with_password(password));
+        cfg.mechanisms = vec![mechanism];
+    }
+    tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_message_is_durable_at_250_then_routed_and_delivered() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,22 +207,9 @@ async fn inbound_implicit_tls_listener_takes_mail_over_tls_from_the_first_byte()
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::start().await.unwrap();
     let ca = mailferry_testkit::TestCa::new().unwrap();
-    let keys = format!(
-        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n",
-        ca.chain_pem_path().display(),
-        ca.key_pem_path().display()
-    );
-    let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
+    let (ctx, listening) = listener(dir.path(), &sink, &tls_listener_keys(&ca, "")).await;
     assert_eq!((listening.addrs.len(), listening.tls_addrs.len()), (1, 1));
-    let addr = listening.tls_addrs[0];
-    let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
-    cfg.port = Some(addr.port());
-    cfg.tls_mode = TlsMode::Implicit;
-    cfg.tls = Some(ca.client_config().unwrap());
-    let mut c = tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut c = tls_client(listening.tls_addrs[0], &ca, None).await.unwrap();
     // Verified against the test CA, and no STARTTLS offered inside TLS.
     assert_eq!(c.channel(), ChannelSecurity::TlsVerified);
     assert!(!c.capabilities().unwrap().starttls);
@@ -229,29 +245,15 @@ async fn inbound_users_authenticate_over_tls_and_may_relay() {
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::start().await.unwrap();
     let ca = mailferry_testkit::TestCa::new().unwrap();
-    let keys = format!(
-        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n\
-         [[listener.users]]\nuser = \"alice\"\npassword = \"wonderland\"\n",
-        ca.chain_pem_path().display(),
-        ca.key_pem_path().display()
+    let keys = tls_listener_keys(
+        &ca,
+        "[[listener.users]]\nuser = \"alice\"\npassword = \"wonderland\"\n",
     );
     let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
-    let connect = |mechanism: Mechanism, password: Option<&str>| {
-        let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
-        cfg.port = Some(listening.tls_addrs[0].port());
-        cfg.tls_mode = TlsMode::Implicit;
-        cfg.tls = Some(ca.client_config().unwrap());
-        cfg.credentials = password.map(|p| Credentials::new("alice").with_password(p));
-        cfg.mechanisms = vec![mechanism];
-        async move {
-            tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
-                .await
-                .unwrap()
-        }
-    };
+    let addr = listening.tls_addrs[0];
     let to_remote = envelope("alice@example.org", &["x@foreign.test"]);
     // Not authenticated: relaying is refused, as for anyone untrusted.
-    let mut c = connect(Mechanism::Plain, None).await.unwrap();
+    let mut c = tls_client(addr, &ca, None).await.unwrap();
     let report = c
         .send_bytes(&to_remote, b"Subject: x\r\n\r\nx\r\n")
         .await
@@ -259,14 +261,17 @@ async fn inbound_users_authenticate_over_tls_and_may_relay() {
     assert_eq!(report.recipients[0].status, RecipientStatus::Permanent);
     c.quit().await.unwrap();
     // A wrong password is refused at AUTH.
-    assert!(connect(Mechanism::Plain, Some("wrong")).await.is_err());
+    let wrong = Some(("alice", "wrong", Mechanism::Plain));
+    assert!(tls_client(addr, &ca, wrong).await.is_err());
     // Authenticated with SCRAM-SHA-256 (derived from the configured password) or PLAIN: the
     // same remote recipient is accepted and queued.
     for (i, m) in [Mechanism::ScramSha256, Mechanism::Plain]
         .into_iter()
         .enumerate()
     {
-        let mut c = connect(m, Some("wonderland")).await.unwrap();
+        let mut c = tls_client(addr, &ca, Some(("alice", "wonderland", m)))
+            .await
+            .unwrap();
         let report = c
             .send_bytes(&to_remote, b"Subject: y\r\n\r\ny\r\n")
             .await
@@ -292,45 +297,28 @@ async fn inbound_sender_checks_tie_mail_from_to_the_user() {
     let dir = tempfile::tempdir().unwrap();
     let sink = RecordingSink::start().await.unwrap();
     let ca = mailferry_testkit::TestCa::new().unwrap();
-    let keys = format!(
-        "listen_tls = [\"127.0.0.1:0\"]\ncertificate = \"{}\"\nkey = \"{}\"\n\
-         local_senders_must_authenticate = true\nsender_must_match_user = \"address\"\n\
+    let keys = tls_listener_keys(
+        &ca,
+        "local_senders_must_authenticate = true\nsender_must_match_user = \"address\"\n\
          [[listener.users]]\nuser = \"alice@example.org\"\npassword = \"wonderland\"\n",
-        ca.chain_pem_path().display(),
-        ca.key_pem_path().display()
     );
     let (ctx, listening) = listener(dir.path(), &sink, &keys).await;
-    let connect = |authenticated: bool| {
-        let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
-        cfg.port = Some(listening.tls_addrs[0].port());
-        cfg.tls_mode = TlsMode::Implicit;
-        cfg.tls = Some(ca.client_config().unwrap());
-        if authenticated {
-            cfg.credentials =
-                Some(Credentials::new("alice@example.org").with_password("wonderland"));
-            cfg.mechanisms = vec![Mechanism::Plain];
-        }
-        async move {
-            tokio::time::timeout(LIMIT, SmtpClient::connect(&cfg))
-                .await
-                .unwrap()
-                .unwrap()
-        }
-    };
+    let addr = listening.tls_addrs[0];
+    let alice = Some(("alice@example.org", "wonderland", Mechanism::Plain));
     let refused_sender = |r: &mailferry_wire::smtp::Reply| {
         assert_eq!(r.code().as_u16(), 553, "{r}");
         assert_eq!(r.enhanced().unwrap().to_string(), "5.7.1", "{r}");
     };
     let body = b"Subject: s\r\n\r\nb\r\n";
     // Not authenticated: a local sender is refused, a remote one may write to a local user.
-    let mut c = connect(false).await;
+    let mut c = tls_client(addr, &ca, None).await.unwrap();
     let report = c
         .send_bytes(&envelope("alice@example.org", &["bob@example.org"]), body)
         .await
         .unwrap();
     refused_sender(&report.mail_reply);
     c.quit().await.unwrap();
-    let mut c = connect(false).await;
+    let mut c = tls_client(addr, &ca, None).await.unwrap();
     let report = c
         .send_bytes(&envelope("a@remote.test", &["bob@example.org"]), body)
         .await
@@ -338,14 +326,14 @@ async fn inbound_sender_checks_tie_mail_from_to_the_user() {
     assert!(report.is_accepted(), "{report:?}");
     c.quit().await.unwrap();
     // Authenticated as alice: only alice's own address is accepted as the sender.
-    let mut c = connect(true).await;
+    let mut c = tls_client(addr, &ca, alice).await.unwrap();
     let report = c
         .send_bytes(&envelope("bob@example.org", &["bob@example.org"]), body)
         .await
         .unwrap();
     refused_sender(&report.mail_reply);
     c.quit().await.unwrap();
-    let mut c = connect(true).await;
+    let mut c = tls_client(addr, &ca, alice).await.unwrap();
     let report = c
         .send_bytes(&envelope("alice@example.org", &["x@foreign.test"]), body)
         .await

@@ -91,12 +91,30 @@ async fn start(
     tokio::task::JoinHandle<io::Result<()>>,
     Arc<Collect>,
 ) {
-    let server = Server::bind("127.0.0.1:0", options, tls).await.unwrap();
+    serve(Server::bind("127.0.0.1:0", options, tls).await.unwrap())
+}
+
+/// Serves `server` into a fresh [`Collect`].
+fn serve(
+    server: Server,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<io::Result<()>>,
+    Arc<Collect>,
+) {
     let addr = server.local_addr().unwrap();
     let token = server.shutdown_token();
     let sink = Arc::new(Collect::default());
     let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
     (addr, token, handle, sink)
+}
+
+/// An implicit-TLS listener with the test CA's certificate.
+async fn implicit(ca: &TestCa, options: Options) -> Server {
+    Server::bind_implicit_tls("127.0.0.1:0", options, ca.server_config().unwrap())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -250,14 +268,11 @@ async fn starttls_upgrade_and_auth_after_tls() {
 async fn implicit_tls_greets_after_the_handshake_and_offers_auth_not_starttls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new().unwrap();
-    let server = Server::bind_implicit_tls("127.0.0.1:0", options(), ca.server_config().unwrap())
-        .await
-        .unwrap()
-        .with_credentials(Arc::new(TestStore));
-    let addr = server.local_addr().unwrap();
-    let token = server.shutdown_token();
-    let sink = Arc::new(Collect::default());
-    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    let (addr, token, handle, sink) = serve(
+        implicit(&ca, options())
+            .await
+            .with_credentials(Arc::new(TestStore)),
+    );
     let tcp = connect(addr).await.io.into_inner();
     let name = ca.server_name().to_str().into_owned();
     // The handshake comes first: the greeting is only readable through TLS.
@@ -315,14 +330,11 @@ async fn implicit_tls_greets_after_the_handshake_and_offers_auth_not_starttls() 
 async fn implicit_tls_listener_gives_a_plaintext_client_nothing_and_bounds_a_silent_one() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new().unwrap();
-    let server = Server::bind_implicit_tls("127.0.0.1:0", options(), ca.server_config().unwrap())
-        .await
-        .unwrap()
-        .with_tls_timeout(Duration::from_millis(200));
-    let addr = server.local_addr().unwrap();
-    let token = server.shutdown_token();
-    let sink = Arc::new(Collect::default());
-    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    let (addr, token, handle, sink) = serve(
+        implicit(&ca, options())
+            .await
+            .with_tls_timeout(Duration::from_millis(200)),
+    );
     // A plaintext client: no greeting in clear, and its command is not a handshake.
     let mut c = connect(addr).await;
     c.io.get_mut()
@@ -365,14 +377,8 @@ async fn scram_sha_256_from_our_client_over_implicit_tls() {
     let ca = TestCa::new().unwrap();
     let mut o = options();
     o.auth_mechanisms = vec![Mechanism::ScramSha256, Mechanism::Plain];
-    let server = Server::bind_implicit_tls("127.0.0.1:0", o, ca.server_config().unwrap())
-        .await
-        .unwrap()
-        .with_credentials(Arc::new(TestStore));
-    let addr = server.local_addr().unwrap();
-    let token = server.shutdown_token();
-    let sink = Arc::new(Collect::default());
-    let handle = tokio::spawn(server.serve(Arc::clone(&sink)));
+    let (addr, token, handle, sink) =
+        serve(implicit(&ca, o).await.with_credentials(Arc::new(TestStore)));
     let mut cfg = ClientConfig::new("localhost", Domain::try_from("client.test").unwrap());
     cfg.port = Some(addr.port());
     cfg.tls_mode = TlsMode::Implicit;
