@@ -227,11 +227,7 @@ impl ClientSession {
                 error: None,
             }),
             Mechanism::ScramSha256 | Mechanism::ScramSha1 => {
-                let hash = if mechanism == Mechanism::ScramSha256 {
-                    ScramHash::Sha256
-                } else {
-                    ScramHash::Sha1
-                };
+                let hash = ScramHash::of(mechanism).ok_or(SaslError::Unsupported(mechanism))?;
                 let password = require_password(mechanism, creds)?;
                 Inner::Scram(Box::new(Scram::new(
                     hash,

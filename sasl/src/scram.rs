@@ -19,6 +19,31 @@ pub(crate) enum ScramHash {
 }
 
 impl ScramHash {
+    /// The hash of a SCRAM mechanism; `None` for any other mechanism.
+    pub(crate) fn of(mechanism: Mechanism) -> Option<ScramHash> {
+        match mechanism {
+            Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+            Mechanism::ScramSha256 => Some(ScramHash::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The mechanism built on this hash.
+    pub(crate) fn mechanism(self) -> Mechanism {
+        match self {
+            ScramHash::Sha1 => Mechanism::ScramSha1,
+            ScramHash::Sha256 => Mechanism::ScramSha256,
+        }
+    }
+
+    /// The length of a digest, and so of every SCRAM key.
+    pub(crate) fn digest_len(self) -> usize {
+        match self {
+            ScramHash::Sha1 => 20,
+            ScramHash::Sha256 => 32,
+        }
+    }
+
     pub(crate) fn hmac(self, key: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
         // HMAC accepts keys of any length (RFC 2104 §2): new_from_slice cannot fail.
         Zeroizing::new(match self {
@@ -57,6 +82,24 @@ impl ScramHash {
             }
         }
     }
+}
+
+/// `a XOR b`, octet by octet: `ClientProof = ClientKey XOR ClientSignature` and back.
+pub(crate) fn xor(a: &[u8], b: &[u8]) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(a.iter().zip(b).map(|(x, y)| x ^ y).collect())
+}
+
+/// RFC 5802 §7 `printable = %x21-2B / %x2D-7E`, at least one: what a nonce is made of.
+pub(crate) fn is_printable(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+}
+
+/// A random nonce of `octets` random octets. Standard base64 never contains `,`, so it is
+/// `printable`.
+pub(crate) fn random_nonce(octets: usize) -> Result<String, SaslError> {
+    let mut raw = vec![0u8; octets];
+    getrandom::getrandom(&mut raw).map_err(|_| SaslError::Random)?;
+    Ok(STANDARD.encode(raw))
 }
 
 /// What a valid server-first-message says (RFC 5802 §7).
@@ -100,9 +143,7 @@ pub(crate) fn parse_server_first<'a>(
         }
     }
     // RFC 5802 §5.1: the server nonce starts with the client's and adds its own printable part.
-    if nonce.len() <= client_nonce.len()
-        || !nonce.starts_with(client_nonce)
-        || !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    if nonce.len() <= client_nonce.len() || !nonce.starts_with(client_nonce) || !is_printable(nonce)
     {
         return Err(ScramError::NonceMismatch);
     }
@@ -165,10 +206,7 @@ impl Scram {
         password: &Secret<String>,
         options: &ClientOptions,
     ) -> Result<Scram, SaslError> {
-        let mechanism = match hash {
-            ScramHash::Sha1 => Mechanism::ScramSha1,
-            ScramHash::Sha256 => Mechanism::ScramSha256,
-        };
+        let mechanism = hash.mechanism();
         if username.is_empty() || username.contains('\0') {
             return Err(SaslError::InvalidCredential {
                 mechanism,
@@ -177,18 +215,9 @@ impl Scram {
         }
         let client_nonce = match &options.scram_client_nonce {
             Some(n) => n.clone(),
-            None => {
-                let mut raw = [0u8; 24];
-                getrandom::getrandom(&mut raw).map_err(|_| SaslError::Random)?;
-                // Standard base64 never contains ',', so the nonce is a valid `printable`.
-                STANDARD.encode(raw)
-            }
+            None => random_nonce(24)?,
         };
-        if client_nonce.is_empty()
-            || !client_nonce
-                .bytes()
-                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
-        {
+        if !is_printable(&client_nonce) {
             return Err(SaslError::InvalidCredential {
                 mechanism,
                 field: "nonce",
@@ -209,10 +238,7 @@ impl Scram {
     }
 
     pub(crate) fn mechanism(&self) -> Mechanism {
-        match self.hash {
-            ScramHash::Sha1 => Mechanism::ScramSha1,
-            ScramHash::Sha256 => Mechanism::ScramSha256,
-        }
+        self.hash.mechanism()
     }
 
     pub(crate) fn initial_response(&mut self) -> Result<Option<Secret<Vec<u8>>>, SaslError> {
@@ -272,13 +298,7 @@ impl Scram {
             without_proof
         );
         let client_signature = h.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Zeroizing<Vec<u8>> = Zeroizing::new(
-            client_key
-                .iter()
-                .zip(client_signature.iter())
-                .map(|(a, b)| a ^ b)
-                .collect(),
-        );
+        let proof = xor(&client_key, &client_signature);
         let server_key = h.hmac(&salted, b"Server Key");
         let server_signature = h.hmac(&server_key, auth_message.as_bytes());
         self.state = State::SentFinal { server_signature };

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::scram::ScramHash;
+use crate::scram::{ScramHash, is_printable, xor};
 use crate::{Mechanism, SaslError, Secret};
 
 /// The iteration count of verifiers derived on the fly from a stored password: the minimum
@@ -21,7 +21,7 @@ pub const DEFAULT_SCRAM_ITERATIONS: u32 = 4096;
 /// of the password without being enough to log in as that client.
 #[derive(Clone)]
 pub struct ScramCredential {
-    mechanism: Mechanism,
+    hash: ScramHash,
     salt: Vec<u8>,
     iterations: u32,
     stored_key: Secret<Vec<u8>>,
@@ -31,18 +31,14 @@ pub struct ScramCredential {
 impl fmt::Debug for ScramCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramCredential")
-            .field("mechanism", &self.mechanism)
+            .field("mechanism", &self.mechanism())
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
     }
 }
 
 fn hash_of(mechanism: Mechanism) -> Result<ScramHash, SaslError> {
-    match mechanism {
-        Mechanism::ScramSha1 => Ok(ScramHash::Sha1),
-        Mechanism::ScramSha256 => Ok(ScramHash::Sha256),
-        other => Err(SaslError::Unsupported(other)),
-    }
+    ScramHash::of(mechanism).ok_or(SaslError::Unsupported(mechanism))
 }
 
 impl ScramCredential {
@@ -64,7 +60,7 @@ impl ScramCredential {
         let salted = h.hi(password.as_bytes(), salt, iterations.max(1));
         let client_key = h.hmac(&salted, b"Client Key");
         Ok(ScramCredential {
-            mechanism,
+            hash: h,
             salt: salt.to_vec(),
             iterations: iterations.max(1),
             stored_key: Secret::new(h.hash(&client_key).to_vec()),
@@ -86,7 +82,8 @@ impl ScramCredential {
         stored_key: Vec<u8>,
         server_key: Vec<u8>,
     ) -> Result<ScramCredential, SaslError> {
-        let len = hash_of(mechanism)?.hash(b"").len();
+        let hash = hash_of(mechanism)?;
+        let len = hash.digest_len();
         let field = if stored_key.len() != len {
             Some("stored key")
         } else if server_key.len() != len {
@@ -100,7 +97,7 @@ impl ScramCredential {
             return Err(SaslError::InvalidCredential { mechanism, field });
         }
         Ok(ScramCredential {
-            mechanism,
+            hash,
             salt,
             iterations,
             stored_key: Secret::new(stored_key),
@@ -108,9 +105,23 @@ impl ScramCredential {
         })
     }
 
+    /// A verifier no proof matches, for a user the store does not know: random keys, with the
+    /// salt and iteration count a real verifier would show.
+    pub(crate) fn unknown(
+        mechanism: Mechanism,
+        salt: Vec<u8>,
+        iterations: u32,
+    ) -> Result<ScramCredential, SaslError> {
+        let len = hash_of(mechanism)?.digest_len();
+        let mut keys = vec![0u8; 2 * len];
+        getrandom::getrandom(&mut keys).map_err(|_| SaslError::Random)?;
+        let server_key = keys.split_off(len);
+        ScramCredential::from_keys(mechanism, salt, iterations, keys, server_key)
+    }
+
     /// The mechanism this verifier is for.
     pub fn mechanism(&self) -> Mechanism {
-        self.mechanism
+        self.hash.mechanism()
     }
 
     /// The salt.
@@ -183,11 +194,6 @@ fn decode_saslname(s: &str) -> Option<String> {
     (!out.is_empty() && !out.contains('\0')).then_some(out)
 }
 
-/// `printable = %x21-2B / %x2D-7E`: the characters of a nonce.
-fn is_nonce(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
-}
-
 /// Parses `gs2-header client-first-message-bare`. Channel binding (`p=`) is refused: this
 /// server does not offer the -PLUS variants. `y` (the client could bind but thinks we cannot)
 /// is accepted, which is right because we do not advertise -PLUS. A mandatory extension
@@ -207,7 +213,7 @@ pub(crate) fn parse_client_first(msg: &[u8]) -> Option<ClientFirst> {
     let mut fields = bare.split(',');
     let username = decode_saslname(fields.next()?.strip_prefix("n=")?)?;
     let nonce = fields.next()?.strip_prefix("r=")?;
-    if !is_nonce(nonce) {
+    if !is_printable(nonce) {
         return None;
     }
     // Optional extensions: `letter "=" value`, never the reserved `m`.
@@ -279,7 +285,7 @@ impl Pending {
         if binding != STANDARD.encode(&self.first.gs2_header) || nonce != self.nonce {
             return Err(());
         }
-        let h = hash_of(self.credential.mechanism()).map_err(|_| ())?;
+        let h = self.credential.hash;
         let proof = Zeroizing::new(STANDARD.decode(proof).map_err(|_| ())?);
         let stored_key = self.credential.stored_key();
         if proof.len() != stored_key.len() {
@@ -287,13 +293,7 @@ impl Pending {
         }
         let auth_message = format!("{},{},{without_proof}", self.first.bare, self.server_first);
         let client_signature = h.hmac(stored_key, auth_message.as_bytes());
-        let client_key: Zeroizing<Vec<u8>> = Zeroizing::new(
-            proof
-                .iter()
-                .zip(client_signature.iter())
-                .map(|(a, b)| a ^ b)
-                .collect(),
-        );
+        let client_key = xor(&proof, &client_signature);
         let matches = bool::from(h.hash(&client_key).ct_eq(stored_key));
         if !(matches && self.known) {
             return Ok(None);

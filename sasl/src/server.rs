@@ -3,11 +3,10 @@
 
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 
 use crate::client::{hex, hmac_md5};
+use crate::scram::random_nonce;
 use crate::scram_server::{
     DEFAULT_SCRAM_ITERATIONS, Pending, ScramCredential, parse_client_first, process_salt,
 };
@@ -412,25 +411,9 @@ impl ServerSession {
         let (credential, known) = match store.scram_credential(&first.username, mechanism) {
             ScramLookup::Found(c) if c.mechanism() == mechanism => (c, true),
             ScramLookup::Found(_) | ScramLookup::NotFound => {
+                // The proof is still checked, against keys nothing matches.
                 let salt = process_salt(&first.username, mechanism);
-                // Random keys of the right length: no proof can match them, and the proof is
-                // still checked against them.
-                let len = match mechanism {
-                    Mechanism::ScramSha1 => 20,
-                    _ => 32,
-                };
-                let mut keys = vec![0u8; 2 * len];
-                if getrandom::getrandom(&mut keys).is_err() {
-                    return self.fail(AuthFailure::Temporary);
-                }
-                let server_key = keys.split_off(len);
-                match ScramCredential::from_keys(
-                    mechanism,
-                    salt,
-                    DEFAULT_SCRAM_ITERATIONS,
-                    keys,
-                    server_key,
-                ) {
+                match ScramCredential::unknown(mechanism, salt, DEFAULT_SCRAM_ITERATIONS) {
                     Ok(c) => (c, false),
                     Err(_) => return self.fail(AuthFailure::Temporary),
                 }
@@ -439,14 +422,10 @@ impl ServerSession {
         };
         let server_nonce = match &self.options.challenge_nonce {
             Some(n) => n.clone(),
-            None => {
-                let mut raw = [0u8; 18];
-                if getrandom::getrandom(&mut raw).is_err() {
-                    return self.fail(AuthFailure::Temporary);
-                }
-                // Standard base64 never contains ',': a valid nonce.
-                STANDARD.encode(raw)
-            }
+            None => match random_nonce(18) {
+                Ok(n) => n,
+                Err(_) => return self.fail(AuthFailure::Temporary),
+            },
         };
         let pending = Pending::new(first, &server_nonce, credential, known);
         let challenge = pending.server_first().as_bytes().to_vec();
@@ -492,6 +471,8 @@ impl ServerSession {
 mod tests {
     use super::*;
     use crate::{ClientOptions, ClientSession, Credentials};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
     use std::cell::RefCell;
 
     /// Accepts exactly alice / wonderland (authzid none or "alice"); records every call.
