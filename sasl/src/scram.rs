@@ -94,6 +94,12 @@ pub(crate) fn is_printable(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
+/// RFC 5802 §7 `attr-val`, the shape of an extension: a letter, `=`, then anything.
+pub(crate) fn is_attribute(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b'='
+}
+
 /// A random nonce of `octets` random octets. Standard base64 never contains `,`, so it is
 /// `printable`.
 pub(crate) fn random_nonce(octets: usize) -> Result<String, SaslError> {
@@ -136,11 +142,8 @@ pub(crate) fn parse_server_first<'a>(
         .and_then(|a| a.strip_prefix("i="))
         .ok_or(ScramError::MalformedServerFirst)?;
     // Extensions may follow, each `x=...` (RFC 5802 §7 `extensions`).
-    for ext in attrs {
-        let b = ext.as_bytes();
-        if b.len() < 2 || !b[0].is_ascii_alphabetic() || b[1] != b'=' {
-            return Err(ScramError::MalformedServerFirst);
-        }
+    if !attrs.all(is_attribute) {
+        return Err(ScramError::MalformedServerFirst);
     }
     // RFC 5802 §5.1: the server nonce starts with the client's and adds its own printable part.
     if nonce.len() <= client_nonce.len() || !nonce.starts_with(client_nonce) || !is_printable(nonce)

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::scram::{ScramHash, is_printable, xor};
+use crate::scram::{ScramHash, is_attribute, is_printable, xor};
 use crate::{Mechanism, SaslError, Secret};
 
 /// The iteration count of verifiers derived on the fly from a stored password: the minimum
@@ -217,11 +217,8 @@ pub(crate) fn parse_client_first(msg: &[u8]) -> Option<ClientFirst> {
         return None;
     }
     // Optional extensions: `letter "=" value`, never the reserved `m`.
-    for ext in fields {
-        let b = ext.as_bytes();
-        if b.len() < 2 || !b[0].is_ascii_alphabetic() || b[1] != b'=' || b[0] == b'm' {
-            return None;
-        }
+    if !fields.all(|ext| is_attribute(ext) && !ext.starts_with('m')) {
+        return None;
     }
     Some(ClientFirst {
         gs2_header,
