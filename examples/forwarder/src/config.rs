@@ -1051,13 +1051,15 @@ impl<'a, 'i> Layered<'_, 'a, 'i> {
 
     /// The table credential keys are taken from (see the module docs).
     fn credentials_table(&self) -> Option<&Tbl<'a, 'i>> {
-        const KEYS: [&str; 4] = ["user", "password", "password_file", "password_env"];
         match self.own {
-            Some(own) if KEYS.iter().any(|k| own.get(k).is_some()) => Some(own),
+            Some(own) if CREDENTIAL_KEYS.iter().any(|k| own.get(k).is_some()) => Some(own),
             _ => self.global,
         }
     }
 }
+
+/// A user name and the three ways to give its password, of which exactly one is used.
+const CREDENTIAL_KEYS: [&str; 4] = ["user", "password", "password_file", "password_env"];
 
 const SMTP_KEYS: &[&str] = &[
     "hosts",
@@ -1383,7 +1385,7 @@ impl<'s> Checker<'s> {
             val,
             field: t.field("user"),
         });
-        let sources: Vec<Found<'_, '_>> = ["password", "password_file", "password_env"]
+        let sources: Vec<Found<'_, '_>> = CREDENTIAL_KEYS[1..]
             .iter()
             .filter_map(|k| {
                 t.get(k).map(|val| Found {
@@ -2246,11 +2248,7 @@ impl<'s> Checker<'s> {
         let mut ok = true;
         for (i, item) in arr.iter().enumerate() {
             let path = format!("{}[{i}]", x.field);
-            let Some(t) = self.table(
-                item,
-                &path,
-                &["user", "password", "password_file", "password_env"],
-            ) else {
+            let Some(t) = self.table(item, &path, &CREDENTIAL_KEYS) else {
                 ok = false;
                 continue;
             };
