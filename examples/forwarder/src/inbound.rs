@@ -258,11 +258,10 @@ impl mailferry_sasl::CredentialStore for Users {
     ) -> mailferry_sasl::Verdict {
         use subtle::ConstantTimeEq;
         // An unknown user is compared against a throwaway password: the same work either way.
-        let expected = self
-            .find(authcid)
-            .map_or("\0unknown-user\0", |u| u.password.expose().as_str());
+        let user = self.find(authcid);
+        let expected = user.map_or("\0unknown-user\0", |u| u.password.expose().as_str());
         let same = bool::from(expected.as_bytes().ct_eq(password.expose().as_bytes()));
-        let known = self.find(authcid).is_some();
+        let known = user.is_some();
         // Acting as another user is not something these accounts can be granted.
         let as_self = authzid.is_none_or(|z| z == authcid);
         if same && known && as_self {
