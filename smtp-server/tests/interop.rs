@@ -89,18 +89,29 @@ async fn start(mode: Listener) -> (SocketAddr, CancellationToken, Arc<Count>, Te
     (addr, token, count, ca)
 }
 
-async fn swaks(args: Vec<String>) -> (bool, String) {
-    tokio::task::spawn_blocking(move || {
+/// Runs swaks against `addr` with `args` (swaks's own timeout 10 s; ours 30 s): whether it
+/// succeeded, and its transcript.
+async fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let mut all = vec![
+        "--server".to_owned(),
+        addr.to_string(),
+        "--timeout".to_owned(),
+        "10".to_owned(),
+    ];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    let run = tokio::task::spawn_blocking(move || {
         let out = std::process::Command::new("/usr/bin/swaks")
-            .args(&args)
+            .args(&all)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), text)
-    })
-    .await
-    .unwrap()
+    });
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,9 +119,7 @@ async fn swaks(args: Vec<String>) -> (bool, String) {
 async fn swaks_each_auth_mechanism_over_starttls() {
     let (addr, token, count, _ca) = start(Listener::StartTls).await;
     for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
-        let args: Vec<String> = [
-            "--server",
-            &addr.to_string(),
+        let args = [
             "--from",
             "alice@mx.test",
             "--to",
@@ -122,15 +131,8 @@ async fn swaks_each_auth_mechanism_over_starttls() {
             "alice",
             "--auth-password",
             "wonderland",
-            "--timeout",
-            "10",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
-            .await
-            .unwrap();
+        ];
+        let (ok, text) = swaks(addr, &args).await;
         assert!(ok, "{mech}: {text}");
         assert!(
             text.contains("235 2.7.0 Authentication successful"),
@@ -140,9 +142,7 @@ async fn swaks_each_auth_mechanism_over_starttls() {
     }
     assert_eq!(count.messages.load(Ordering::Relaxed), 3);
     // A wrong password is refused with 535 5.7.8.
-    let args: Vec<String> = [
-        "--server",
-        &addr.to_string(),
+    let args = [
         "--to",
         "bob@mx.test",
         "--tls",
@@ -152,13 +152,8 @@ async fn swaks_each_auth_mechanism_over_starttls() {
         "alice",
         "--auth-password",
         "wrong",
-        "--timeout",
-        "10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (ok, text) = swaks(args).await;
+    ];
+    let (ok, text) = swaks(addr, &args).await;
     assert!(!ok);
     assert!(text.contains("535 5.7.8"), "{text}");
     token.cancel();
@@ -168,9 +163,7 @@ async fn swaks_each_auth_mechanism_over_starttls() {
 #[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
 async fn swaks_over_implicit_tls() {
     let (addr, token, count, _ca) = start(Listener::ImplicitTls).await;
-    let args: Vec<String> = [
-        "--server",
-        &addr.to_string(),
+    let args = [
         "--from",
         "alice@mx.test",
         "--to",
@@ -182,15 +175,8 @@ async fn swaks_over_implicit_tls() {
         "alice",
         "--auth-password",
         "wonderland",
-        "--timeout",
-        "10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
-        .await
-        .unwrap();
+    ];
+    let (ok, text) = swaks(addr, &args).await;
     assert!(ok, "{text}");
     // swaks reports the TLS session before the greeting it read through it.
     let tls_at = text.find("TLS started").unwrap_or(usize::MAX);
@@ -273,23 +259,14 @@ async fn msmtp_scram_sha_256_over_implicit_tls() {
 #[ignore = "needs swaks and postfix tools: run scripts/full-test.sh"]
 async fn swaks_pipelining() {
     let (addr, token, count, _ca) = start(Listener::Plain).await;
-    let args: Vec<String> = [
-        "--server",
-        &addr.to_string(),
+    let args = [
         "--from",
         "a@client.test",
         "--to",
         "b@mx.test,c@mx.test",
         "--pipeline",
-        "--timeout",
-        "10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let (ok, text) = tokio::time::timeout(Duration::from_secs(30), swaks(args))
-        .await
-        .unwrap();
+    ];
+    let (ok, text) = swaks(addr, &args).await;
     assert!(ok, "{text}");
     assert!(text.contains("250 2.0.0 Ok: queued"), "{text}");
     assert_eq!(count.messages.load(Ordering::Relaxed), 1);
