@@ -94,6 +94,15 @@ async fn start(
     serve(Server::bind("127.0.0.1:0", options, tls).await.unwrap())
 }
 
+/// Waits, bounded, for `serve` to return, and checks that it returned `Ok`.
+async fn finished(handle: tokio::task::JoinHandle<io::Result<()>>) {
+    tokio::time::timeout(STEP, handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// Serves `server` into a fresh [`Collect`].
 fn serve(
     server: Server,
@@ -149,11 +158,7 @@ async fn end_to_end_message_and_graceful_shutdown() {
         c.reply().await,
         "421 4.3.2 mx.test Service shutting down\r\n"
     );
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "no new connections"
@@ -188,11 +193,7 @@ async fn connection_floods_hit_per_ip_and_global_limits() {
     }
     assert!(ok, "slot released");
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 
     let mut o = options();
     o.max_connections = 1;
@@ -205,11 +206,7 @@ async fn connection_floods_hit_per_ip_and_global_limits() {
         "421 4.7.0 mx.test Error: too many connections\r\n"
     );
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 #[tokio::test]
@@ -257,11 +254,7 @@ async fn starttls_upgrade_and_auth_after_tls() {
         c.reply().await,
         "421 4.3.2 mx.test Service shutting down\r\n"
     );
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 #[tokio::test]
@@ -319,11 +312,7 @@ async fn implicit_tls_greets_after_the_handshake_and_offers_auth_not_starttls() 
         c.reply().await,
         "421 4.3.2 mx.test Service shutting down\r\n"
     );
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 #[tokio::test]
@@ -361,11 +350,7 @@ async fn implicit_tls_listener_gives_a_plaintext_client_nothing_and_bounds_a_sil
     // Neither reached a session: the handler saw no connection close.
     assert!(sink.closed.lock().unwrap().is_empty());
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 #[tokio::test]
@@ -409,11 +394,7 @@ async fn scram_sha_256_from_our_client_over_implicit_tls() {
         .unwrap_err();
     assert!(err.to_string().contains("CredentialsRejected"), "{err}");
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 struct TestStore;
@@ -466,11 +447,7 @@ async fn half_open_tls_handshake_is_bounded() {
         .unwrap();
     assert_eq!(n, 0);
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
 
 /// A client socket with small kernel buffers, so a few hundred KiB fill the path.
@@ -525,11 +502,7 @@ async fn pipelined_flood_read_concurrently_completes() {
     assert_eq!(c.reply().await, "", "EOF after QUIT");
     tokio::time::timeout(STEP, writer).await.unwrap().unwrap();
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
     assert_eq!(*sink.closed.lock().unwrap(), [CloseReason::Quit]);
 }
 
@@ -603,9 +576,5 @@ async fn client_that_never_reads_is_cut_off_with_421_and_gets_every_reply() {
     .await
     .unwrap();
     token.cancel();
-    tokio::time::timeout(STEP, handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(handle).await;
 }
