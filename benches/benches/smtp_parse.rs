@@ -17,43 +17,17 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mailferry_wire::smtp::{Capabilities, Command, Reply, ReplyOptions};
-use smtp_proto::{EhloResponse, Request, response::parser::ResponseReceiver};
+use mailferry_wire::smtp::ReplyOptions;
 
 #[path = "common/smtp_parse_inputs.rs"]
 mod smtp_parse_inputs;
-use smtp_parse_inputs::{COMMANDS, EHLO, REPLIES};
+use smtp_parse_inputs::{
+    COMMANDS, EHLO, REPLIES, ours_command, ours_ehlo, ours_reply, theirs_command, theirs_ehlo,
+    theirs_reply,
+};
 
 fn total(inputs: &[&[u8]]) -> u64 {
     inputs.iter().map(|i| i.len() as u64).sum()
-}
-
-fn ours_command(line: &[u8]) -> bool {
-    let end = memchr::memchr(b'\n', line).map_or(line.len(), |i| i.saturating_sub(1));
-    Command::parse(&line[..end]).is_ok()
-}
-
-fn theirs_command(line: &[u8]) -> bool {
-    Request::parse(&mut line.iter()).is_ok()
-}
-
-fn ours_reply(input: &[u8], opts: &ReplyOptions) -> bool {
-    Reply::parse(input, opts).is_ok()
-}
-
-fn theirs_reply(input: &[u8]) -> bool {
-    ResponseReceiver::default().parse(&mut input.iter()).is_ok()
-}
-
-fn ours_ehlo(input: &[u8], opts: &ReplyOptions) -> bool {
-    Reply::parse(input, opts)
-        .ok()
-        .and_then(|r| Capabilities::from_ehlo(r).ok())
-        .is_some()
-}
-
-fn theirs_ehlo(input: &[u8]) -> bool {
-    EhloResponse::parse(&mut input.iter()).is_ok()
 }
 
 fn bench(c: &mut Criterion) {

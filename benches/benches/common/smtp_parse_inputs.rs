@@ -1,4 +1,8 @@
-//! The inputs of the `smtp_parse` bench, shared with the `smtp_parse_count` example.
+//! The inputs of the `smtp_parse` bench and the call each side makes on one, shared with the
+//! `smtp_parse_count` example so that both measure exactly the same work.
+
+use mailferry_wire::smtp::{Capabilities, Command, Reply, ReplyOptions};
+use smtp_proto::{EhloResponse, Request, response::parser::ResponseReceiver};
 
 /// A realistic client session's command lines.
 pub(crate) const COMMANDS: &[&[u8]] = &[
@@ -32,3 +36,34 @@ pub(crate) const EHLO: &[u8] =
     b"250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n\
 250-ETRN\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN CRAM-MD5\r\n250-ENHANCEDSTATUSCODES\r\n\
 250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+
+/// Our side takes the line without CRLF, as the framer delivers it: finding the LF is part of
+/// the work, as it is inside smtp-proto's parser.
+pub(crate) fn ours_command(line: &[u8]) -> bool {
+    let end = memchr::memchr(b'\n', line).map_or(line.len(), |i| i.saturating_sub(1));
+    Command::parse(&line[..end]).is_ok()
+}
+
+pub(crate) fn theirs_command(line: &[u8]) -> bool {
+    Request::parse(&mut line.iter()).is_ok()
+}
+
+pub(crate) fn ours_reply(input: &[u8], opts: &ReplyOptions) -> bool {
+    Reply::parse(input, opts).is_ok()
+}
+
+pub(crate) fn theirs_reply(input: &[u8]) -> bool {
+    ResponseReceiver::default().parse(&mut input.iter()).is_ok()
+}
+
+/// From the reply's bytes to typed capabilities, as smtp-client does it.
+pub(crate) fn ours_ehlo(input: &[u8], opts: &ReplyOptions) -> bool {
+    Reply::parse(input, opts)
+        .ok()
+        .and_then(|r| Capabilities::from_ehlo(r).ok())
+        .is_some()
+}
+
+pub(crate) fn theirs_ehlo(input: &[u8]) -> bool {
+    EhloResponse::parse(&mut input.iter()).is_ok()
+}
