@@ -316,7 +316,7 @@ async fn implicit_tls_greets_after_the_handshake_and_offers_auth_not_starttls() 
 }
 
 #[tokio::test]
-async fn implicit_tls_listener_gives_a_plaintext_client_nothing_and_bounds_a_silent_one() {
+async fn implicit_tls_listener_gives_a_plaintext_client_no_greeting_and_bounds_a_silent_one() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ca = TestCa::new().unwrap();
     let (addr, token, handle, sink) = serve(
